@@ -1,0 +1,1 @@
+"""Offline stages that talk through files and the store: ingest → index → export."""

@@ -1,0 +1,166 @@
+"""Index generations on disk: vectors, ids, FAISS indexes and a manifest, swapped atomically.
+
+Layout under ``$TUWEN_HOME/index``::
+
+    CURRENT                      name of the live generation (replaced with os.replace)
+    gen-<time>-<rand>/
+        manifest.json            model, dimensions, counts, index types, build time
+        <set>.npy, <set>.ids.json    for image_candidates, text_candidates,
+                                     text_queries, image_queries
+        <set>.errors.json        per-row decode errors of an image set ("" when fine)
+        <set>.faiss              for the two candidate sets
+
+A generation is written under a temporary name and renamed into place before CURRENT is
+switched, so a reader sees either the old generation or the new one, never a half-built one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from tuwen import TuwenError
+
+CANDIDATE_SETS = ("image_candidates", "text_candidates")
+QUERY_SETS = ("text_queries", "image_queries")
+CURRENT = "CURRENT"
+KEEP_GENERATIONS = 2  # the live one and the one before, which a server may still be reading
+
+
+def new_generation_dir(index_dir: Path) -> Path:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    tmp = index_dir / f".tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def save_vectors(folder: Path, name: str, ids: list[str], vectors: np.ndarray,
+                 errors: list[str] | None = None) -> None:
+    if len(ids) != len(vectors):
+        raise ValueError(f"{name}: {len(ids)} ids for {len(vectors)} vectors")
+    np.save(folder / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    _write_json(folder / f"{name}.ids.json", ids)
+    if errors is not None:
+        _write_json(folder / f"{name}.errors.json", errors)
+
+
+def save_faiss(folder: Path, name: str, index: faiss.Index) -> None:
+    faiss.write_index(index, str(folder / f"{name}.faiss"))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def publish_generation(index_dir: Path, tmp_dir: Path, manifest: dict) -> Path:
+    """Seal ``tmp_dir`` with its manifest, rename it into place and make it the live one."""
+    manifest = {**manifest, "created_at": manifest.get("created_at") or time.time()}
+    _write_json(tmp_dir / "manifest.json", manifest)
+    _fsync_tree(tmp_dir)
+    name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    final = index_dir / name
+    os.replace(tmp_dir, final)
+    pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
+    pointer.write_text(name)
+    with open(pointer, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(pointer, index_dir / CURRENT)
+    prune_generations(index_dir)
+    return final
+
+
+def prune_generations(index_dir: Path) -> None:
+    """Drop old generations and leftovers of crashed builds, keeping the newest few."""
+    live = current_generation_name(index_dir)
+    gens = sorted(p for p in index_dir.glob("gen-*") if p.is_dir())
+    for old in gens[:-KEEP_GENERATIONS]:
+        if old.name != live:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in index_dir.glob(".tmp-*"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def current_generation_name(index_dir: Path) -> str | None:
+    try:
+        return (index_dir / CURRENT).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def current_generation(index_dir: Path) -> Path:
+    name = current_generation_name(index_dir)
+    if not name or not (index_dir / name / "manifest.json").is_file():
+        raise TuwenError(f"no index in {index_dir}: run `tuwen index` first")
+    return index_dir / name
+
+
+@dataclass
+class VectorSet:
+    ids: list[str]
+    vectors: np.ndarray
+    errors: list[str] | None = None
+    index: faiss.Index | None = None
+
+
+@dataclass
+class LoadedIndex:
+    """One generation, loaded whole: every search it answers comes from this generation only."""
+
+    path: Path
+    manifest: dict
+    sets: dict[str, VectorSet] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    def check_model(self, model_id: str) -> None:
+        if model_id != self.model_id:
+            raise TuwenError(
+                f"the index in {self.path} was built with model {self.model_id}, not "
+                f"{model_id}: rebuild it with `tuwen index --model ...` or query with that model")
+
+    def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-``k`` (scores, ids) in candidate set ``name`` for each row of ``queries``."""
+        vs = self.sets[name]
+        k = min(k, len(vs.ids))
+        index = vs.index
+        if index is None:
+            raise TuwenError(f"{self.path}: no FAISS index for {name}")
+        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, [[vs.ids[r] for r in row if r >= 0] for row in rows]
+
+
+def load_generation(path: Path, *, with_queries: bool = True) -> LoadedIndex:
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    loaded = LoadedIndex(path, manifest)
+    names = CANDIDATE_SETS + (QUERY_SETS if with_queries else ())
+    for name in names:
+        if not (path / f"{name}.npy").is_file():
+            continue
+        ids = json.loads((path / f"{name}.ids.json").read_text(encoding="utf-8"))
+        vectors = np.load(path / f"{name}.npy")
+        errors_file = path / f"{name}.errors.json"
+        errors = json.loads(errors_file.read_text(encoding="utf-8")) if errors_file.is_file() else None
+        index = faiss.read_index(str(path / f"{name}.faiss")) if name in CANDIDATE_SETS else None
+        loaded.sets[name] = VectorSet(ids, vectors, errors, index)
+    return loaded
+
+
+def load_current(index_dir: Path, *, with_queries: bool = True) -> LoadedIndex:
+    return load_generation(current_generation(index_dir), with_queries=with_queries)

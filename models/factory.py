@@ -1,0 +1,205 @@
+"""One entry point from a model spec to a ready model, its image transform and its identity.
+
+Specs (weight sources are kept apart from architectures, as open_clip does):
+- ``ViT-B-16`` etc.: official Chinese-CLIP weights, found in (or downloaded into) ``weights_dir``;
+- a path to a checkpoint in cn_clip's format (``{"state_dict": ...}``, ``module.`` prefix or not);
+- ``tiny``: a small architecture built with cn_clip's ``CLIP`` class and its real vocabulary;
+- ``random:ARCH``: any registered architecture with random weights (benchmarks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from cn_clip.clip import image_transform
+from cn_clip.clip.model import CLIP
+
+from models.registry import ARCHS, HF_ORG, OFFICIAL_NAMES, ArchSpec, arch_by_struct
+from tuwen import TuwenError
+
+log = logging.getLogger(__name__)
+RANDOM_SEED = 0
+
+
+@dataclass
+class LoadedModel:
+    model: CLIP
+    preprocess: Callable
+    arch: ArchSpec
+    spec: str
+    model_id: str  # identifies the weights: indexes built by one model refuse queries from another
+    device: torch.device
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.arch.config()["embed_dim"])
+
+
+def default_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(arch: ArchSpec, *, seed: int = RANDOM_SEED) -> CLIP:
+    """An fp32 ``CLIP`` with deterministic random weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIP(**arch.config()).float()
+
+
+def create_model_and_transforms(
+    spec: str, *, device: str | None = None, weights_dir: str | Path | None = None
+) -> LoadedModel:
+    """Resolve ``spec`` to a model in eval mode on ``device`` (CUDA when available)."""
+    target = default_device(device)
+    spec = spec.strip()
+    if spec.startswith("random:") or spec == "tiny":
+        arch_name = spec.removeprefix("random:")
+        arch = _arch_or_error(arch_name)
+        model = build_model(arch)
+        model_id = f"{spec}@seed{RANDOM_SEED}"
+    else:
+        if spec in ARCHS and spec in OFFICIAL_NAMES:
+            path = official_weights(ARCHS[spec], weights_dir=weights_dir)
+        elif Path(spec).expanduser().is_file():
+            path = Path(spec).expanduser().resolve()
+        else:
+            raise TuwenError(
+                f"unknown model {spec!r}: use one of {', '.join(OFFICIAL_NAMES)}, tiny, "
+                f"random:ARCH, or the path of a checkpoint file"
+            )
+        checkpoint = load_checkpoint(path)
+        state_dict = checkpoint_state_dict(checkpoint)
+        arch = checkpoint_arch(checkpoint, state_dict, path)
+        model = build_model(arch)
+        _load_state_dict(model, state_dict, path)
+        model_id = f"{arch.name}:{file_sha256(path)[:16]}"
+    model.to(target).eval()
+    return LoadedModel(model, image_transform(arch.resolution), arch, spec, model_id, target)
+
+
+def _arch_or_error(name: str) -> ArchSpec:
+    if name not in ARCHS:
+        raise TuwenError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+def official_weights(arch: ArchSpec, *, weights_dir: str | Path | None) -> Path:
+    """The official checkpoint in ``weights_dir``, downloaded there first if online."""
+    folder = Path(weights_dir or Path("~/.cache/clip")).expanduser()
+    target = folder / arch.weights_file
+    if target.is_file():
+        return target
+    if os.environ.get("HF_HUB_OFFLINE") not in {"1", "true", "TRUE"}:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            folder.mkdir(parents=True, exist_ok=True)
+            log.info("downloading %s/%s into %s", HF_ORG, arch.hf_repo, folder)
+            return Path(
+                hf_hub_download(f"{HF_ORG}/{arch.hf_repo}", filename=arch.weights_file,
+                                local_dir=folder, etag_timeout=10)
+            )
+        except Exception as exc:  # any network or hub failure means: tell the user what to do
+            reason = f" ({type(exc).__name__})"
+    else:
+        reason = " (HF_HUB_OFFLINE is set)"
+    raise TuwenError(
+        f"the weights of {arch.name} are not in {folder} and could not be downloaded{reason}. "
+        f"Put {arch.weights_file} there (it is on the Hugging Face hub as "
+        f"{HF_ORG}/{arch.hf_repo}), or pass the checkpoint's path as the model."
+    )
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TuwenError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    if not isinstance(checkpoint, dict):
+        raise TuwenError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def checkpoint_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The weights of a cn_clip checkpoint (or of a bare state dict) without ``module.``."""
+    sd = checkpoint.get("state_dict", checkpoint)
+    return {k.removeprefix("module."): v for k, v in sd.items() if "bert.pooler" not in k}
+
+
+def checkpoint_arch(checkpoint: dict, state_dict: dict, path: Path) -> ArchSpec:
+    """The architecture named in the checkpoint or its run's config.json, else read off shapes."""
+    for named in (checkpoint.get("model_arch"), _run_config_arch(path)):
+        if named:
+            arch = ARCHS.get(named) or arch_by_struct(named)
+            if arch:
+                return arch
+    arch = infer_arch(state_dict)
+    if arch is None:
+        raise TuwenError(f"{path}: the weights match none of the known architectures ({', '.join(ARCHS)})")
+    return arch
+
+
+def _run_config_arch(path: Path) -> str | None:
+    config = path.parent / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("arch")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _count_blocks(state_dict: dict, pattern: str) -> int:
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def infer_arch(state_dict: dict) -> ArchSpec | None:
+    """Match tower widths, depths and input size of the weights against every registered config."""
+    text_width = state_dict["bert.embeddings.word_embeddings.weight"].shape[1]
+    text_layers = _count_blocks(state_dict, r"bert\.encoder\.layer\.(\d+)\.")
+    is_resnet = "visual.conv1.weight" in state_dict and "visual.layer1.0.conv1.weight" in state_dict
+    for arch in ARCHS.values():
+        cfg = arch.config()
+        if cfg["text_hidden_size"] != text_width or cfg["text_num_hidden_layers"] != text_layers:
+            continue
+        if isinstance(cfg["vision_layers"], list):
+            if is_resnet:
+                return arch
+            continue
+        if is_resnet:
+            continue
+        width, _, patch, _ = state_dict["visual.conv1.weight"].shape
+        tokens = state_dict["visual.positional_embedding"].shape[0]
+        resolution = int(round((tokens - 1) ** 0.5)) * patch
+        layers = _count_blocks(state_dict, r"visual\.transformer\.resblocks\.(\d+)\.")
+        if (cfg["vision_width"], cfg["vision_patch_size"], cfg["image_resolution"],
+                cfg["vision_layers"]) == (width, patch, resolution, layers):
+            return arch
+    return None
+
+
+def _load_state_dict(model: CLIP, state_dict: dict, path: Path) -> None:
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in state_dict.items()})
+    except RuntimeError as exc:
+        raise TuwenError(f"{path}: weights do not fit the architecture: {exc}") from exc
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

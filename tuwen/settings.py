@@ -1,0 +1,48 @@
+"""The one settings object shared by the CLI and the service (env prefix ``TUWEN_``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.tuwen")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUWEN_", extra="ignore")
+
+    home: Path = DEFAULT_HOME
+    database_url: str | None = None
+    device: str | None = None
+    max_upload_mb: float = 10.0
+    max_query_chars: int = 1000
+    api_key: str | None = None
+    require_key_for_search: bool = False
+    cors_origins: list[str] = []
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'store.db'}"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.home_dir / "weights"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home_dir / "index"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def get_settings(home: str | Path | None = None) -> Settings:
+    """Settings from the environment; ``home`` (the CLI's ``--home``) overrides ``TUWEN_HOME``."""
+    return Settings(home=Path(home)) if home is not None else Settings()
