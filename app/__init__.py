@@ -1,0 +1,1 @@
+"""The FastAPI retrieval service. Imports models and indexer, never training."""

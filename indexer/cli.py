@@ -1,0 +1,81 @@
+"""``tuwen demo-data | ingest | index | export`` (handlers import their stage lazily)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _settings(args):
+    from tuwen.settings import get_settings
+
+    return get_settings(args.home)
+
+
+def _demo_data(args) -> int:
+    from indexer.demo_corpus import generate_demo_corpus
+
+    summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train,
+                                   quirks=not args.no_quirks)
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _ingest(args) -> int:
+    from indexer.ingest import ingest
+
+    ingest(root=args.root, settings=_settings(args), workers=args.workers, echo=_echo)
+    return 0
+
+
+def _index(args) -> int:
+    from indexer.build import index_corpus
+
+    index_corpus(settings=_settings(args), model=args.model, precision=args.precision,
+                 batch_size=args.batch_size, workers=args.workers,
+                 index_factory=args.index_factory, echo=_echo)
+    return 0
+
+
+def _export(args) -> int:
+    from indexer.export import export_results
+
+    export_results(settings=_settings(args), out=args.out, echo=_echo)
+    return 0
+
+
+def register(sub, *, common) -> None:
+    p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=1500, help="training pairs")
+    p.add_argument("--no-quirks", action="store_true", help="no missing/mislabelled files")
+    p.set_defaults(handler=_demo_data)
+
+    p = sub.add_parser("ingest", help="read 附件1/2/3 into the store, checking every image")
+    common(p)
+    p.add_argument("--root", type=Path, required=True, help="folder holding 附件1/ 附件2/ 附件3/")
+    p.add_argument("--workers", type=int, default=None, help="image-check processes")
+    p.set_defaults(handler=_ingest)
+
+    p = sub.add_parser("index", help="encode candidates and queries into FAISS indexes")
+    common(p)
+    p.add_argument("--model", required=True,
+                   help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path "
+                        "| tiny | random:ARCH")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="image decode processes")
+    p.add_argument("--index-factory", default=None,
+                   help="FAISS factory string (default: chosen by corpus size)")
+    p.set_defaults(handler=_index)
+
+    p = sub.add_parser("export", help="write result1.csv and result2.csv")
+    common(p)
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.set_defaults(handler=_export)

@@ -1,0 +1,239 @@
+"""``tuwen ingest``: the released 附件 folders into the store, every image file checked.
+
+Missing or unreadable images are named (id and path) and counted, never fatal. Everything is
+written in one transaction, each collection replaced whole: a rerun duplicates nothing and a
+crash leaves the previous store as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from indexer import store
+from indexer.csv_io import CsvTable, read_csv
+from models.imageio import ImageDecodeError, open_image
+from tuwen import TuwenError
+from tuwen.settings import Settings
+
+log = logging.getLogger(__name__)
+CHECK_SIZE = (64, 64)  # JPEG draft scale: enough to prove the file decodes, far cheaper
+
+
+@dataclass
+class Problem:
+    source: str  # "file:line" or the collection
+    image_id: str
+    path: str
+    status: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.image_id} ({self.path}): {self.detail} [{self.source}]"
+
+
+@dataclass
+class IngestReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    mislabelled: int = 0
+    encodings: dict[str, str] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{name}: {n}" for name, n in self.counts.items()]
+        lines += [f"encoding of {f}: {e}" for f, e in self.encodings.items()]
+        if self.mislabelled:
+            lines.append(f"{self.mislabelled} image(s) are not what their extension says "
+                         "(read by content, fine)")
+        missing = sum(p.status == store.STATUS_MISSING for p in self.problems)
+        unreadable = sum(p.status == store.STATUS_UNREADABLE for p in self.problems)
+        lines.append(f"missing images: {missing}, unreadable images: {unreadable}")
+        return lines
+
+
+def check_image(path: str) -> dict:
+    """Status, real format and size of one image file (runs in worker processes)."""
+    out = {"status": store.STATUS_OK, "detail": "", "format": None, "width": None, "height": None}
+    if not os.path.isfile(path):
+        return {**out, "status": store.STATUS_MISSING, "detail": "file not found"}
+    try:
+        with Image.open(path) as img:
+            out.update(format=img.format, width=img.width, height=img.height)
+        open_image(path, draft_size=CHECK_SIZE)
+    except (ImageDecodeError, OSError, ValueError, SyntaxError) as exc:
+        return {**out, "status": store.STATUS_UNREADABLE, "detail": str(exc) or type(exc).__name__}
+    return out
+
+
+def _safe_path(folder: Path, image_id: str) -> Path | None:
+    """``folder/image_id`` if the id is a plain file name (a CSV can't point outside the folder)."""
+    if not image_id or image_id in {".", ".."} or "/" in image_id or "\\" in image_id \
+            or "\x00" in image_id:
+        return None
+    return folder / image_id
+
+
+def _check_images(ids_and_sources: list[tuple[str, str]], folder: Path, collection: str,
+                  report: IngestReport, workers: int, progress: bool) -> list[dict]:
+    paths = [_safe_path(folder, image_id) for image_id, _ in ids_and_sources]
+    checkable = [str(p) for p in paths if p is not None]
+    if workers > 1 and len(checkable) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(tqdm(pool.map(check_image, checkable, chunksize=64),
+                                total=len(checkable), desc=f"check {collection}",
+                                disable=not progress))
+    else:
+        results = [check_image(p) for p in tqdm(checkable, desc=f"check {collection}",
+                                                disable=not progress)]
+    results_iter = iter(results)
+    rows = []
+    for position, ((image_id, source), path) in enumerate(zip(ids_and_sources, paths, strict=True)):
+        if path is None:
+            checked = {"status": store.STATUS_UNREADABLE, "format": None, "width": None,
+                       "height": None, "detail": "image id is not a plain file name"}
+        else:
+            checked = next(results_iter)
+        path_str = str(path) if path is not None else ""
+        if checked["status"] != store.STATUS_OK:
+            report.problems.append(Problem(source, image_id, path_str or image_id,
+                                           checked["status"], checked["detail"]))
+        elif checked["format"] and _extension_format(image_id) not in {None, checked["format"]}:
+            report.mislabelled += 1
+            checked["detail"] = f"{checked['format']} named {Path(image_id).suffix}"
+        rows.append({"image_id": image_id, "position": position, "path": path_str, **checked})
+    return rows
+
+
+def _extension_format(name: str) -> str | None:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
+            ".webp": "WEBP"}.get(Path(name).suffix.lower())
+
+
+def _unique(table: CsvTable, column: str, report: IngestReport) -> list[tuple[str, dict, str]]:
+    """(id, row, "file:line") in file order; empty and repeated ids are reported and skipped."""
+    seen: dict[str, int] = {}
+    out = []
+    for line, row in table.rows:
+        value = (row.get(column) or "").strip()
+        where = f"{table.path}:{line}"
+        if not value:
+            report.warnings.append(f"{where}: empty {column}, row skipped")
+            continue
+        if value in seen:
+            report.warnings.append(f"{where}: {column} {value} repeats line {seen[value]}, "
+                                   "row skipped")
+            continue
+        seen[value] = line
+        out.append((value, row, where))
+    return out
+
+
+def _image_list(csv_path: Path, folder: Path, report: IngestReport) -> list[tuple[str, str]]:
+    """Image ids from ``csv_path`` (column image_id), or the folder's files when it is absent."""
+    if csv_path.is_file():
+        table = read_csv(csv_path, required=["image_id"])
+        report.encodings[str(csv_path)] = table.encoding
+        return [(i, where) for i, _, where in _unique(table, "image_id", report)]
+    report.warnings.append(f"{csv_path} not found: using every file in {folder} (sorted by name)")
+    return [(p.name, str(folder)) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+def _text_rows(table: CsvTable, report: IngestReport) -> list[dict]:
+    rows = []
+    for position, (text_id, row, where) in enumerate(_unique(table, "text_id", report)):
+        caption = (row.get("caption") or "").strip()
+        if not caption:
+            report.warnings.append(f"{where}: empty caption for {text_id}")
+        rows.append({"text_id": text_id, "position": position, "caption": caption})
+    return rows
+
+
+def ingest(*, root: str | Path, settings: Settings, workers: int | None = None,
+           progress: bool = True, echo: Callable[[str], None] | None = None) -> IngestReport:
+    """Read 附件1/2/3 under ``root`` (any may be absent) into the store at ``settings.store_url``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise TuwenError(f"{root}: not a folder (expected the folder holding 附件1/ 附件2/ 附件3/)")
+    parts = {name: root / name for name in ("附件1", "附件2", "附件3") if (root / name).is_dir()}
+    if not parts:
+        raise TuwenError(f"{root}: none of 附件1/ 附件2/ 附件3/ is there")
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    report = IngestReport()
+    writes: list[Callable[[store.Session], None]] = []
+
+    if "附件1" in parts:
+        folder = parts["附件1"]
+        table = read_csv(folder / "ImageWordData.csv", required=["image_id", "caption"])
+        report.encodings[str(table.path)] = table.encoding
+        pairs, first_seen = [], {}
+        for line, row in table.rows:
+            image_id = (row.get("image_id") or "").strip()
+            caption = (row.get("caption") or "").strip()
+            if not image_id or not caption:
+                report.warnings.append(f"{table.path}:{line}: empty image_id or caption, "
+                                       "row skipped")
+                continue
+            pairs.append({"position": line, "image_id": image_id, "caption": caption})
+            first_seen.setdefault(image_id, f"{table.path}:{line}")
+        images = _check_images(list(first_seen.items()), folder / "ImageData", store.TRAIN_IMAGES,
+                               report, workers, progress)
+        report.counts["training pairs"] = len(pairs)
+        report.counts["training images"] = len(images)
+        writes.append(lambda s, p=pairs, i=images: (
+            store.replace_pairs(s, rows=p),
+            store.replace_images(s, collection=store.TRAIN_IMAGES, rows=i)))
+
+    if "附件2" in parts:
+        folder = parts["附件2"]
+        table = read_csv(folder / "word_test.csv", required=["text_id", "caption"])
+        report.encodings[str(table.path)] = table.encoding
+        queries = _text_rows(table, report)
+        images = _check_images(_image_list(folder / "image_data.csv", folder / "ImageData", report),
+                               folder / "ImageData", store.IMAGE_CANDIDATES, report, workers,
+                               progress)
+        report.counts["text queries (附件2)"] = len(queries)
+        report.counts["candidate images (附件2)"] = len(images)
+        writes.append(lambda s, q=queries, i=images: (
+            store.replace_texts(s, collection=store.TEXT_QUERIES, rows=q),
+            store.replace_images(s, collection=store.IMAGE_CANDIDATES, rows=i)))
+
+    if "附件3" in parts:
+        folder = parts["附件3"]
+        table = read_csv(folder / "word_data.csv", required=["text_id", "caption"])
+        report.encodings[str(table.path)] = table.encoding
+        candidates = _text_rows(table, report)
+        images = _check_images(_image_list(folder / "image_test.csv", folder / "ImageData", report),
+                               folder / "ImageData", store.IMAGE_QUERIES, report, workers,
+                               progress)
+        report.counts["candidate texts (附件3)"] = len(candidates)
+        report.counts["image queries (附件3)"] = len(images)
+        writes.append(lambda s, c=candidates, i=images: (
+            store.replace_texts(s, collection=store.TEXT_CANDIDATES, rows=c),
+            store.replace_images(s, collection=store.IMAGE_QUERIES, rows=i)))
+
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            for write in writes:
+                write(session)
+    finally:
+        engine.dispose()
+    for absent in sorted({"附件1", "附件2", "附件3"} - set(parts)):
+        report.warnings.append(f"{root / absent} not found: its data in the store is unchanged")
+    if echo:
+        for problem in report.problems:
+            echo(str(problem))
+        for warning in report.warnings:
+            echo(f"warning: {warning}")
+        for line in report.summary_lines():
+            echo(line)
+    return report

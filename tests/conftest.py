@@ -1,0 +1,70 @@
+"""Shared fixtures: a generated demo corpus, a fresh TUWEN_HOME, and stores on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from indexer.demo_corpus import generate_demo_corpus
+from tuwen.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+POSTGRES_URL = os.environ.get("TUWEN_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> tuple[Path, dict]:
+    """A small corpus with every quirk, shared read-only by the tests of a session."""
+    root = tmp_path_factory.mktemp("corpus")
+    summary = generate_demo_corpus(root, seed=1, n_train=60, n_text_queries=12,
+                                   n_image_queries=12, image_size=64)
+    return root, summary
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(home) -> Settings:
+    return Settings(home=home)
+
+
+def _postgres_schema_url() -> tuple[str, str]:
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required for the store tests: {exc}")
+    finally:
+        engine.dispose()
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", schema
+
+
+def _drop_schema(schema: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A store URL on each backend; PostgreSQL gets a schema of its own, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url, schema = _postgres_schema_url()
+    yield url
+    _drop_schema(schema)

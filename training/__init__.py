@@ -1,0 +1,1 @@
+"""Contrastive fine-tuning and evaluation of Chinese-CLIP. Never imported by the service."""

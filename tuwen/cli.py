@@ -1,0 +1,53 @@
+"""``tuwen``: the one console script. Each subcommand calls a plain function of the same name.
+
+Subcommands are registered by the package that owns them (``register(subparsers)``), so this
+module stays import-light and the service never pulls in training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tuwen import TuwenError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="working folder (store, indexes, runs); default $TUWEN_HOME "
+                                       "or ~/.tuwen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.cli import register as register_service
+    from indexer.cli import register as register_indexer
+    from training.cli import register as register_training
+
+    parser = argparse.ArgumentParser(prog="tuwen", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in (register_indexer, register_training, register_service):
+        register(sub, common=_common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-probe chatter
+    try:
+        result = args.handler(args)
+    except TuwenError as exc:
+        print(f"tuwen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tuwen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
