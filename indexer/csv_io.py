@@ -51,7 +51,7 @@ def read_csv(path: Path, *, required: list[str]) -> CsvTable:
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader)]
     except StopIteration:
-        raise TuwenError(f"{path}: the file is empty (expected a header {','.join(required)})")
+        raise TuwenError(f"{path}: the file is empty (expected a header {','.join(required)})") from None
     except csv.Error as exc:
         raise TuwenError(f"{path}: line 1: {exc}") from exc
     missing = [c for c in required if c not in header]
