@@ -20,8 +20,7 @@ def _settings(args):
 def _demo_data(args) -> int:
     from indexer.demo_corpus import generate_demo_corpus
 
-    summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train,
-                                   quirks=not args.no_quirks)
+    summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train, quirks=not args.no_quirks)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return 0
 
@@ -36,9 +35,15 @@ def _ingest(args) -> int:
 def _index(args) -> int:
     from indexer.build import index_corpus
 
-    index_corpus(settings=_settings(args), model=args.model, precision=args.precision,
-                 batch_size=args.batch_size, workers=args.workers,
-                 index_factory=args.index_factory, echo=_echo)
+    index_corpus(
+        settings=_settings(args),
+        model=args.model,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        index_factory=args.index_factory,
+        echo=_echo,
+    )
     return 0
 
 
@@ -65,14 +70,17 @@ def register(sub, *, common) -> None:
 
     p = sub.add_parser("index", help="encode candidates and queries into FAISS indexes")
     common(p)
-    p.add_argument("--model", required=True,
-                   help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path "
-                        "| tiny | random:ARCH")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="image decode processes")
-    p.add_argument("--index-factory", default=None,
-                   help="FAISS factory string (default: chosen by corpus size)")
+    p.add_argument(
+        "--index-factory", default=None, help="FAISS factory string (default: chosen by corpus size)"
+    )
     p.set_defaults(handler=_index)
 
     p = sub.add_parser("export", help="write result1.csv and result2.csv")

@@ -56,8 +56,10 @@ def read_csv(path: Path, *, required: list[str]) -> CsvTable:
         raise TuwenError(f"{path}: line 1: {exc}") from exc
     missing = [c for c in required if c not in header]
     if missing:
-        raise TuwenError(f"{path}: line 1: missing column(s) {', '.join(missing)} "
-                         f"(header is {','.join(header)!r}, expected {','.join(required)})")
+        raise TuwenError(
+            f"{path}: line 1: missing column(s) {', '.join(missing)} "
+            f"(header is {','.join(header)!r}, expected {','.join(required)})"
+        )
     rows = []
     try:
         for values in reader:

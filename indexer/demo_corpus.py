@@ -20,19 +20,41 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 GARMENTS = {  # name: measure word
-    "连衣裙": "条", "衬衫": "件", "T恤": "件", "裤子": "条", "半身裙": "条", "帽子": "顶",
+    "连衣裙": "条",
+    "衬衫": "件",
+    "T恤": "件",
+    "裤子": "条",
+    "半身裙": "条",
+    "帽子": "顶",
 }
 COLOURS = {
-    "红色": (215, 30, 35), "蓝色": (30, 70, 210), "绿色": (25, 150, 60), "黄色": (245, 205, 20),
-    "黑色": (25, 25, 25), "白色": (250, 250, 250), "紫色": (125, 45, 170), "橙色": (245, 125, 15),
+    "红色": (215, 30, 35),
+    "蓝色": (30, 70, 210),
+    "绿色": (25, 150, 60),
+    "黄色": (245, 205, 20),
+    "黑色": (25, 25, 25),
+    "白色": (250, 250, 250),
+    "紫色": (125, 45, 170),
+    "橙色": (245, 125, 15),
 }
 PATTERNS = ["纯色", "条纹", "格子", "波点"]
 TEMPLATES = [
-    "{c}{p}{g}", "一{m}{c}{p}{g}", "{c}的{p}{g}", "这{m}{g}是{c}{p}的", "{c}{p}{g}，简约百搭",
-    "女士{c}{p}{g}新款", "夏季{c}{p}{g}", "{p}{g}，颜色是{c}",
+    "{c}{p}{g}",
+    "一{m}{c}{p}{g}",
+    "{c}的{p}{g}",
+    "这{m}{g}是{c}{p}的",
+    "{c}{p}{g}，简约百搭",
+    "女士{c}{p}{g}新款",
+    "夏季{c}{p}{g}",
+    "{p}{g}，颜色是{c}",
 ]
-DEFAULT_ENCODINGS = {"ImageWordData.csv": "utf-8-sig", "word_test.csv": "gbk",
-                     "word_data.csv": "utf-8", "image_data.csv": "utf-8", "image_test.csv": "utf-8"}
+DEFAULT_ENCODINGS = {
+    "ImageWordData.csv": "utf-8-sig",
+    "word_test.csv": "gbk",
+    "word_data.csv": "utf-8",
+    "image_data.csv": "utf-8",
+    "image_test.csv": "utf-8",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +78,9 @@ def caption(item: Item, rng: random.Random) -> str:
     return template.format(c=item.colour, p=pattern, g=item.garment, m=GARMENTS[item.garment])
 
 
-def _silhouette(draw: ImageDraw.ImageDraw, garment: str, box: tuple[float, float, float, float],
-                fill: int) -> None:
+def _silhouette(
+    draw: ImageDraw.ImageDraw, garment: str, box: tuple[float, float, float, float], fill: int
+) -> None:
     """Draw the garment's shape into a mask (``fill`` inside, 0 for cut-outs)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
@@ -66,22 +89,35 @@ def _silhouette(draw: ImageDraw.ImageDraw, garment: str, box: tuple[float, float
         return (x0 + fx * w, y0 + fy * h)
 
     if garment == "连衣裙":
-        draw.polygon([p(.35, 0), p(.65, 0), p(.7, .3), p(.95, 1), p(.05, 1), p(.3, .3)], fill=fill)
+        draw.polygon([p(0.35, 0), p(0.65, 0), p(0.7, 0.3), p(0.95, 1), p(0.05, 1), p(0.3, 0.3)], fill=fill)
     elif garment == "半身裙":
-        draw.polygon([p(.3, .25), p(.7, .25), p(.95, .9), p(.05, .9)], fill=fill)
+        draw.polygon([p(0.3, 0.25), p(0.7, 0.25), p(0.95, 0.9), p(0.05, 0.9)], fill=fill)
     elif garment in ("衬衫", "T恤"):
-        sleeve = .55 if garment == "衬衫" else .3
-        draw.polygon([p(.3, .05), p(.7, .05), p(1, .15 + sleeve * .2), p(.9, sleeve),
-                      p(.75, .3), p(.75, 1), p(.25, 1), p(.25, .3), p(.1, sleeve),
-                      p(0, .15 + sleeve * .2)], fill=fill)
+        sleeve = 0.55 if garment == "衬衫" else 0.3
+        draw.polygon(
+            [
+                p(0.3, 0.05),
+                p(0.7, 0.05),
+                p(1, 0.15 + sleeve * 0.2),
+                p(0.9, sleeve),
+                p(0.75, 0.3),
+                p(0.75, 1),
+                p(0.25, 1),
+                p(0.25, 0.3),
+                p(0.1, sleeve),
+                p(0, 0.15 + sleeve * 0.2),
+            ],
+            fill=fill,
+        )
         if garment == "衬衫":
-            draw.polygon([p(.4, .05), p(.5, .22), p(.6, .05)], fill=0)  # V-neck
+            draw.polygon([p(0.4, 0.05), p(0.5, 0.22), p(0.6, 0.05)], fill=0)  # V-neck
     elif garment == "裤子":
-        draw.polygon([p(.2, 0), p(.8, 0), p(.9, 1), p(.58, 1), p(.5, .35), p(.42, 1), p(.1, 1)],
-                     fill=fill)
+        draw.polygon(
+            [p(0.2, 0), p(0.8, 0), p(0.9, 1), p(0.58, 1), p(0.5, 0.35), p(0.42, 1), p(0.1, 1)], fill=fill
+        )
     elif garment == "帽子":
-        draw.pieslice([p(.2, .2), p(.8, .9)], 180, 360, fill=fill)
-        draw.rectangle([p(0, .53), p(1, .65)], fill=fill)
+        draw.pieslice([p(0.2, 0.2), p(0.8, 0.9)], 180, 360, fill=fill)
+        draw.rectangle([p(0, 0.53), p(1, 0.65)], fill=fill)
     else:
         raise ValueError(garment)
 
@@ -128,10 +164,18 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: s
     path.write_bytes(buf.getvalue().encode(encoding))
 
 
-def generate_demo_corpus(out: str | Path, *, seed: int = 0, n_train: int = 1500,
-                         candidates_per_item: int = 1, n_text_queries: int = 100,
-                         n_image_queries: int = 100, image_size: int = 128, quirks: bool = True,
-                         encodings: dict[str, str] | None = None) -> dict:
+def generate_demo_corpus(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    n_train: int = 1500,
+    candidates_per_item: int = 1,
+    n_text_queries: int = 100,
+    n_image_queries: int = 100,
+    image_size: int = 128,
+    quirks: bool = True,
+    encodings: dict[str, str] | None = None,
+) -> dict:
     """Write the corpus under ``out`` and return a summary (counts, quirks, paths)."""
     rng = random.Random(seed)
     root = Path(out)
@@ -182,37 +226,61 @@ def generate_demo_corpus(out: str | Path, *, seed: int = 0, n_train: int = 1500,
 
     quirk_notes: dict[str, str] = {}
     if quirks:
-        quirk_notes = _add_quirks(root, dirs, train_rows, cand_images, image_queries, rng,
-                                  image_size)
+        quirk_notes = _add_quirks(root, dirs, train_rows, cand_images, image_queries, rng, image_size)
 
-    _write_csv(root / "附件1" / "ImageWordData.csv", ["image_id", "caption"], train_rows,
-               enc["ImageWordData.csv"])
-    _write_csv(root / "附件2" / "image_data.csv", ["image_id"], [[i] for i in cand_images],
-               enc["image_data.csv"])
-    _write_csv(root / "附件2" / "word_test.csv", ["text_id", "caption"],
-               [[t, c] for t, c, _ in text_queries], enc["word_test.csv"])
-    _write_csv(root / "附件3" / "image_test.csv", ["image_id"], [[i] for i, _ in image_queries],
-               enc["image_test.csv"])
-    _write_csv(root / "附件3" / "word_data.csv", ["text_id", "caption"],
-               [[t, c] for t, c, _ in cand_texts], enc["word_data.csv"])
+    _write_csv(
+        root / "附件1" / "ImageWordData.csv", ["image_id", "caption"], train_rows, enc["ImageWordData.csv"]
+    )
+    _write_csv(
+        root / "附件2" / "image_data.csv", ["image_id"], [[i] for i in cand_images], enc["image_data.csv"]
+    )
+    _write_csv(
+        root / "附件2" / "word_test.csv",
+        ["text_id", "caption"],
+        [[t, c] for t, c, _ in text_queries],
+        enc["word_test.csv"],
+    )
+    _write_csv(
+        root / "附件3" / "image_test.csv",
+        ["image_id"],
+        [[i] for i, _ in image_queries],
+        enc["image_test.csv"],
+    )
+    _write_csv(
+        root / "附件3" / "word_data.csv",
+        ["text_id", "caption"],
+        [[t, c] for t, c, _ in cand_texts],
+        enc["word_data.csv"],
+    )
 
     truth = {
-        "text_queries": {t: sorted(i for i, it in cand_items.items() if it == item)
-                         for t, _, item in text_queries},
-        "image_queries": {i: sorted(t for t, _, it in cand_texts if it == item)
-                          for i, item in image_queries},
+        "text_queries": {
+            t: sorted(i for i, it in cand_items.items() if it == item) for t, _, item in text_queries
+        },
+        "image_queries": {i: sorted(t for t, _, it in cand_texts if it == item) for i, item in image_queries},
     }
     (root / "ground_truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1))
-    summary = {"root": str(root), "train_pairs": len(train_rows),
-               "candidate_images": len(cand_images), "text_queries": len(text_queries),
-               "image_queries": len(image_queries), "candidate_texts": len(cand_texts),
-               "quirks": quirk_notes}
+    summary = {
+        "root": str(root),
+        "train_pairs": len(train_rows),
+        "candidate_images": len(cand_images),
+        "text_queries": len(text_queries),
+        "image_queries": len(image_queries),
+        "candidate_texts": len(cand_texts),
+        "quirks": quirk_notes,
+    }
     return summary
 
 
-def _add_quirks(root: Path, dirs: dict[str, Path], train_rows: list[list[str]],
-                cand_images: list[str], image_queries: list, rng: random.Random,
-                size: int) -> dict[str, str]:
+def _add_quirks(
+    root: Path,
+    dirs: dict[str, Path],
+    train_rows: list[list[str]],
+    cand_images: list[str],
+    image_queries: list,
+    rng: random.Random,
+    size: int,
+) -> dict[str, str]:
     """Make a few files what real data makes them; returns {what: image id}."""
     notes = {}
     item = all_items()[0]
@@ -228,8 +296,7 @@ def _add_quirks(root: Path, dirs: dict[str, Path], train_rows: list[list[str]],
     rgba.save(dirs["附件1"] / png_id, format="PNG")
     Image.open(dirs["附件1"] / gray_id).convert("L").save(dirs["附件1"] / gray_id, format="JPEG")
     Image.new("RGB", (size, 1), (200, 30, 30)).save(dirs["附件1"] / strip_id, format="JPEG")
-    notes.update(train_gif=gif_id, train_rgba_png=png_id, train_gray=gray_id,
-                 train_one_pixel_high=strip_id)
+    notes.update(train_gif=gif_id, train_rgba_png=png_id, train_gray=gray_id, train_one_pixel_high=strip_id)
     # A quoted caption with a comma and a newline.
     train_rows[4][1] = train_rows[4][1] + "，\n第二行, with comma"
     notes["train_multiline_caption"] = train_rows[4][0]

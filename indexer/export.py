@@ -33,10 +33,12 @@ class Task:
     candidates: str
 
 
-RESULT1 = Task("result1.csv", ("text_id", "similarity_ranking", "result_image_id"),
-               "text_queries", "image_candidates")
-RESULT2 = Task("result2.csv", ("image_id", "similarity_ranking", "result_text_id"),
-               "image_queries", "text_candidates")
+RESULT1 = Task(
+    "result1.csv", ("text_id", "similarity_ranking", "result_image_id"), "text_queries", "image_candidates"
+)
+RESULT2 = Task(
+    "result2.csv", ("image_id", "similarity_ranking", "result_text_id"), "image_queries", "text_candidates"
+)
 TASKS = {t.filename: t for t in (RESULT1, RESULT2)}
 
 
@@ -47,16 +49,19 @@ def has_task(loaded: LoadedIndex, task: Task) -> bool:
 def top_k(loaded: LoadedIndex, task: Task, k: int = TOP_K) -> Iterator[tuple[str, list[str]]]:
     """(query id, ``k`` distinct candidate ids best first) for every query, in file order."""
     if not has_task(loaded, task):
-        raise TuwenError(f"the index has no {task.queries} or {task.candidates}: ingest the "
-                         f"folder with them and run `tuwen index` to export {task.filename}")
+        raise TuwenError(
+            f"the index has no {task.queries} or {task.candidates}: ingest the "
+            f"folder with them and run `tuwen index` to export {task.filename}"
+        )
     queries, candidates = loaded.sets[task.queries], loaded.sets[task.candidates]
     if len(candidates.ids) < k:
-        raise TuwenError(f"{task.filename} needs at least {k} {task.candidates}, "
-                         f"the index has {len(candidates.ids)}")
+        raise TuwenError(
+            f"{task.filename} needs at least {k} {task.candidates}, the index has {len(candidates.ids)}"
+        )
     for start in range(0, len(queries.ids), CHUNK):
-        block = np.ascontiguousarray(queries.vectors[start:start + CHUNK], dtype=np.float32)
+        block = np.ascontiguousarray(queries.vectors[start : start + CHUNK], dtype=np.float32)
         _, rows = faiss.knn(block, candidates.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-        for query_id, row in zip(queries.ids[start:start + CHUNK], rows, strict=True):
+        for query_id, row in zip(queries.ids[start : start + CHUNK], rows, strict=True):
             yield query_id, [candidates.ids[r] for r in row]
 
 
@@ -74,8 +79,9 @@ def csv_chunks(loaded: LoadedIndex, task: Task) -> Iterator[str]:
     yield buf.getvalue()
 
 
-def validate_result(path: Path, *, task: Task, query_ids: list[str],
-                    candidate_ids: list[str] | set[str], k: int = TOP_K) -> None:
+def validate_result(
+    path: Path, *, task: Task, query_ids: list[str], candidate_ids: list[str] | set[str], k: int = TOP_K
+) -> None:
     """Raise TuwenError naming the line if ``path`` breaks any invariant of the result files."""
     candidates = set(candidate_ids)
     with open(path, encoding="utf-8", newline="") as fh:
@@ -86,7 +92,7 @@ def validate_result(path: Path, *, task: Task, query_ids: list[str],
     if len(body) != k * len(query_ids):
         raise TuwenError(f"{path}: {len(body)} rows for {len(query_ids)} queries (want {k} each)")
     for q, query_id in enumerate(query_ids):
-        block = body[q * k:(q + 1) * k]
+        block = body[q * k : (q + 1) * k]
         line = 2 + q * k
         if any(r[0] != query_id for r in block):
             raise TuwenError(f"{path}: line {line}: expected {k} rows of query {query_id}")
@@ -94,8 +100,7 @@ def validate_result(path: Path, *, task: Task, query_ids: list[str],
             raise TuwenError(f"{path}: line {line}: rankings must be 1..{k}")
         ids = [r[2] for r in block]
         if len(set(ids)) != k or not set(ids) <= candidates:
-            raise TuwenError(f"{path}: line {line}: results of {query_id} must be {k} distinct "
-                             "candidate ids")
+            raise TuwenError(f"{path}: line {line}: results of {query_id} must be {k} distinct candidate ids")
 
 
 def write_result(loaded: LoadedIndex, task: Task, out_dir: Path) -> Path:
@@ -106,8 +111,12 @@ def write_result(loaded: LoadedIndex, task: Task, out_dir: Path) -> Path:
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         for chunk in csv_chunks(loaded, task):
             fh.write(chunk)
-    validate_result(tmp, task=task, query_ids=loaded.sets[task.queries].ids,
-                    candidate_ids=loaded.sets[task.candidates].ids)
+    validate_result(
+        tmp,
+        task=task,
+        query_ids=loaded.sets[task.queries].ids,
+        candidate_ids=loaded.sets[task.candidates].ids,
+    )
     os.replace(tmp, target)
     return target
 

@@ -42,8 +42,9 @@ def new_generation_dir(index_dir: Path) -> Path:
     return tmp
 
 
-def save_vectors(folder: Path, name: str, ids: list[str], vectors: np.ndarray,
-                 errors: list[str] | None = None) -> None:
+def save_vectors(
+    folder: Path, name: str, ids: list[str], vectors: np.ndarray, errors: list[str] | None = None
+) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{name}: {len(ids)} ids for {len(vectors)} vectors")
     np.save(folder / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
@@ -133,7 +134,8 @@ class LoadedIndex:
         if model_id != self.model_id:
             raise TuwenError(
                 f"the index in {self.path} was built with model {self.model_id}, not "
-                f"{model_id}: rebuild it with `tuwen index --model ...` or query with that model")
+                f"{model_id}: rebuild it with `tuwen index --model ...` or query with that model"
+            )
 
     def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-``k`` (scores, ids) in candidate set ``name`` for each row of ``queries``."""

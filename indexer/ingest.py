@@ -51,8 +51,9 @@ class IngestReport:
         lines = [f"{name}: {n}" for name, n in self.counts.items()]
         lines += [f"encoding of {f}: {e}" for f, e in self.encodings.items()]
         if self.mislabelled:
-            lines.append(f"{self.mislabelled} image(s) are not what their extension says "
-                         "(read by content, fine)")
+            lines.append(
+                f"{self.mislabelled} image(s) are not what their extension says (read by content, fine)"
+            )
         missing = sum(p.status == store.STATUS_MISSING for p in self.problems)
         unreadable = sum(p.status == store.STATUS_UNREADABLE for p in self.problems)
         lines.append(f"missing images: {missing}, unreadable images: {unreadable}")
@@ -75,36 +76,51 @@ def check_image(path: str) -> dict:
 
 def _safe_path(folder: Path, image_id: str) -> Path | None:
     """``folder/image_id`` if the id is a plain file name (a CSV can't point outside the folder)."""
-    if not image_id or image_id in {".", ".."} or "/" in image_id or "\\" in image_id \
-            or "\x00" in image_id:
+    if not image_id or image_id in {".", ".."} or "/" in image_id or "\\" in image_id or "\x00" in image_id:
         return None
     return folder / image_id
 
 
-def _check_images(ids_and_sources: list[tuple[str, str]], folder: Path, collection: str,
-                  report: IngestReport, workers: int, progress: bool) -> list[dict]:
+def _check_images(
+    ids_and_sources: list[tuple[str, str]],
+    folder: Path,
+    collection: str,
+    report: IngestReport,
+    workers: int,
+    progress: bool,
+) -> list[dict]:
     paths = [_safe_path(folder, image_id) for image_id, _ in ids_and_sources]
     checkable = [str(p) for p in paths if p is not None]
     if workers > 1 and len(checkable) > 64:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(check_image, checkable, chunksize=64),
-                                total=len(checkable), desc=f"check {collection}",
-                                disable=not progress))
+            results = list(
+                tqdm(
+                    pool.map(check_image, checkable, chunksize=64),
+                    total=len(checkable),
+                    desc=f"check {collection}",
+                    disable=not progress,
+                )
+            )
     else:
-        results = [check_image(p) for p in tqdm(checkable, desc=f"check {collection}",
-                                                disable=not progress)]
+        results = [check_image(p) for p in tqdm(checkable, desc=f"check {collection}", disable=not progress)]
     results_iter = iter(results)
     rows = []
     for position, ((image_id, source), path) in enumerate(zip(ids_and_sources, paths, strict=True)):
         if path is None:
-            checked = {"status": store.STATUS_UNREADABLE, "format": None, "width": None,
-                       "height": None, "detail": "image id is not a plain file name"}
+            checked = {
+                "status": store.STATUS_UNREADABLE,
+                "format": None,
+                "width": None,
+                "height": None,
+                "detail": "image id is not a plain file name",
+            }
         else:
             checked = next(results_iter)
         path_str = str(path) if path is not None else ""
         if checked["status"] != store.STATUS_OK:
-            report.problems.append(Problem(source, image_id, path_str or image_id,
-                                           checked["status"], checked["detail"]))
+            report.problems.append(
+                Problem(source, image_id, path_str or image_id, checked["status"], checked["detail"])
+            )
         elif checked["format"] and _extension_format(image_id) not in {None, checked["format"]}:
             report.mislabelled += 1
             checked["detail"] = f"{checked['format']} named {Path(image_id).suffix}"
@@ -113,8 +129,14 @@ def _check_images(ids_and_sources: list[tuple[str, str]], folder: Path, collecti
 
 
 def _extension_format(name: str) -> str | None:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
-            ".webp": "WEBP"}.get(Path(name).suffix.lower())
+    return {
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".png": "PNG",
+        ".gif": "GIF",
+        ".bmp": "BMP",
+        ".webp": "WEBP",
+    }.get(Path(name).suffix.lower())
 
 
 def _unique(table: CsvTable, column: str, report: IngestReport) -> list[tuple[str, dict, str]]:
@@ -128,8 +150,7 @@ def _unique(table: CsvTable, column: str, report: IngestReport) -> list[tuple[st
             report.warnings.append(f"{where}: empty {column}, row skipped")
             continue
         if value in seen:
-            report.warnings.append(f"{where}: {column} {value} repeats line {seen[value]}, "
-                                   "row skipped")
+            report.warnings.append(f"{where}: {column} {value} repeats line {seen[value]}, row skipped")
             continue
         seen[value] = line
         out.append((value, row, where))
@@ -156,8 +177,14 @@ def _text_rows(table: CsvTable, report: IngestReport) -> list[dict]:
     return rows
 
 
-def ingest(*, root: str | Path, settings: Settings, workers: int | None = None,
-           progress: bool = True, echo: Callable[[str], None] | None = None) -> IngestReport:
+def ingest(
+    *,
+    root: str | Path,
+    settings: Settings,
+    workers: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> IngestReport:
     """Read 附件1/2/3 under ``root`` (any may be absent) into the store at ``settings.store_url``."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -178,46 +205,65 @@ def ingest(*, root: str | Path, settings: Settings, workers: int | None = None,
             image_id = (row.get("image_id") or "").strip()
             caption = (row.get("caption") or "").strip()
             if not image_id or not caption:
-                report.warnings.append(f"{table.path}:{line}: empty image_id or caption, "
-                                       "row skipped")
+                report.warnings.append(f"{table.path}:{line}: empty image_id or caption, row skipped")
                 continue
             pairs.append({"position": line, "image_id": image_id, "caption": caption})
             first_seen.setdefault(image_id, f"{table.path}:{line}")
-        images = _check_images(list(first_seen.items()), folder / "ImageData", store.TRAIN_IMAGES,
-                               report, workers, progress)
+        images = _check_images(
+            list(first_seen.items()), folder / "ImageData", store.TRAIN_IMAGES, report, workers, progress
+        )
         report.counts["training pairs"] = len(pairs)
         report.counts["training images"] = len(images)
-        writes.append(lambda s, p=pairs, i=images: (
-            store.replace_pairs(s, rows=p),
-            store.replace_images(s, collection=store.TRAIN_IMAGES, rows=i)))
+        writes.append(
+            lambda s, p=pairs, i=images: (
+                store.replace_pairs(s, rows=p),
+                store.replace_images(s, collection=store.TRAIN_IMAGES, rows=i),
+            )
+        )
 
     if "附件2" in parts:
         folder = parts["附件2"]
         table = read_csv(folder / "word_test.csv", required=["text_id", "caption"])
         report.encodings[str(table.path)] = table.encoding
         queries = _text_rows(table, report)
-        images = _check_images(_image_list(folder / "image_data.csv", folder / "ImageData", report),
-                               folder / "ImageData", store.IMAGE_CANDIDATES, report, workers,
-                               progress)
+        images = _check_images(
+            _image_list(folder / "image_data.csv", folder / "ImageData", report),
+            folder / "ImageData",
+            store.IMAGE_CANDIDATES,
+            report,
+            workers,
+            progress,
+        )
         report.counts["text queries (附件2)"] = len(queries)
         report.counts["candidate images (附件2)"] = len(images)
-        writes.append(lambda s, q=queries, i=images: (
-            store.replace_texts(s, collection=store.TEXT_QUERIES, rows=q),
-            store.replace_images(s, collection=store.IMAGE_CANDIDATES, rows=i)))
+        writes.append(
+            lambda s, q=queries, i=images: (
+                store.replace_texts(s, collection=store.TEXT_QUERIES, rows=q),
+                store.replace_images(s, collection=store.IMAGE_CANDIDATES, rows=i),
+            )
+        )
 
     if "附件3" in parts:
         folder = parts["附件3"]
         table = read_csv(folder / "word_data.csv", required=["text_id", "caption"])
         report.encodings[str(table.path)] = table.encoding
         candidates = _text_rows(table, report)
-        images = _check_images(_image_list(folder / "image_test.csv", folder / "ImageData", report),
-                               folder / "ImageData", store.IMAGE_QUERIES, report, workers,
-                               progress)
+        images = _check_images(
+            _image_list(folder / "image_test.csv", folder / "ImageData", report),
+            folder / "ImageData",
+            store.IMAGE_QUERIES,
+            report,
+            workers,
+            progress,
+        )
         report.counts["candidate texts (附件3)"] = len(candidates)
         report.counts["image queries (附件3)"] = len(images)
-        writes.append(lambda s, c=candidates, i=images: (
-            store.replace_texts(s, collection=store.TEXT_CANDIDATES, rows=c),
-            store.replace_images(s, collection=store.IMAGE_QUERIES, rows=i)))
+        writes.append(
+            lambda s, c=candidates, i=images: (
+                store.replace_texts(s, collection=store.TEXT_CANDIDATES, rows=c),
+                store.replace_images(s, collection=store.IMAGE_QUERIES, rows=i),
+            )
+        )
 
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = store.make_engine(settings.store_url)

@@ -100,7 +100,7 @@ def replace_pairs(session: Session, *, rows: Iterable[dict]) -> int:
 
 def _insert(session: Session, model: type[Base], rows: list[dict], chunk: int = 5000) -> int:
     for start in range(0, len(rows), chunk):
-        session.execute(insert(model), rows[start:start + chunk])
+        session.execute(insert(model), rows[start : start + chunk])
     return len(rows)
 
 
@@ -118,38 +118,48 @@ def list_training_pairs(session: Session) -> list[tuple[str, str, str]]:
     """(image_id, caption, path) of every pair whose image is readable, in CSV order."""
     stmt = (
         select(PairRecord.image_id, PairRecord.caption, ImageRecord.path)
-        .join(ImageRecord, (ImageRecord.image_id == PairRecord.image_id)
-              & (ImageRecord.collection == TRAIN_IMAGES))
+        .join(
+            ImageRecord,
+            (ImageRecord.image_id == PairRecord.image_id) & (ImageRecord.collection == TRAIN_IMAGES),
+        )
         .where(ImageRecord.status == STATUS_OK)
         .order_by(PairRecord.position)
     )
     return [tuple(row) for row in session.execute(stmt)]
 
 
-def get_image(session: Session, *, image_id: str,
-              collections: tuple[str, ...] = (IMAGE_CANDIDATES, IMAGE_QUERIES, TRAIN_IMAGES)
-              ) -> ImageRecord | None:
+def get_image(
+    session: Session,
+    *,
+    image_id: str,
+    collections: tuple[str, ...] = (IMAGE_CANDIDATES, IMAGE_QUERIES, TRAIN_IMAGES),
+) -> ImageRecord | None:
     """The readable image with this id, preferring candidates, then query and training images."""
-    stmt = select(ImageRecord).where(ImageRecord.image_id == image_id,
-                                     ImageRecord.status == STATUS_OK,
-                                     ImageRecord.collection.in_(collections))
+    stmt = select(ImageRecord).where(
+        ImageRecord.image_id == image_id,
+        ImageRecord.status == STATUS_OK,
+        ImageRecord.collection.in_(collections),
+    )
     found = {rec.collection: rec for rec in session.scalars(stmt)}
     return next((found[c] for c in collections if c in found), None)
 
 
 def get_captions(session: Session, *, collection: str, text_ids: list[str]) -> dict[str, str]:
     stmt = select(TextRecord.text_id, TextRecord.caption).where(
-        TextRecord.collection == collection, TextRecord.text_id.in_(text_ids))
+        TextRecord.collection == collection, TextRecord.text_id.in_(text_ids)
+    )
     return dict(session.execute(stmt).all())
 
 
 def counts(session: Session) -> dict[str, int]:
     out: dict[str, int] = {}
     for collection, n in session.execute(
-            select(ImageRecord.collection, func.count()).group_by(ImageRecord.collection)):
+        select(ImageRecord.collection, func.count()).group_by(ImageRecord.collection)
+    ):
         out[f"images.{collection}"] = n
     for collection, n in session.execute(
-            select(TextRecord.collection, func.count()).group_by(TextRecord.collection)):
+        select(TextRecord.collection, func.count()).group_by(TextRecord.collection)
+    ):
         out[f"texts.{collection}"] = n
     out["pairs"] = session.scalar(select(func.count()).select_from(PairRecord)) or 0
     return out

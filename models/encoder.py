@@ -76,14 +76,15 @@ class Encoder:
         return features.cpu().numpy()
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 64,
-                     progress: bool = False) -> np.ndarray:
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
         out = np.zeros((len(texts), self.loaded.embed_dim), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="texts", unit="batch", disable=not progress):
-            tokens = tokenize(list(texts[start:start + batch_size]), CONTEXT_LENGTH).to(self.device)
+            tokens = tokenize(list(texts[start : start + batch_size]), CONTEXT_LENGTH).to(self.device)
             with self._autocast():
-                out[start:start + len(tokens)] = self._finish(self.model.encode_text(tokens))
+                out[start : start + len(tokens)] = self._finish(self.model.encode_text(tokens))
         return out
 
     @torch.inference_mode()
@@ -93,16 +94,21 @@ class Encoder:
             return self._finish(self.model.encode_image(batch))
 
     @torch.inference_mode()
-    def encode_image_files(self, paths: Sequence[str | Path], *, batch_size: int = 32,
-                           workers: int = 2, progress: bool = False
-                           ) -> tuple[np.ndarray, list[str]]:
+    def encode_image_files(
+        self, paths: Sequence[str | Path], *, batch_size: int = 32, workers: int = 2, progress: bool = False
+    ) -> tuple[np.ndarray, list[str]]:
         """Embeddings of the files in order, and per file an error message ("" when fine).
 
         A file that cannot be decoded gets a zero row; callers decide the fallback.
         """
         dataset = _ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
         out = np.zeros((len(dataset), self.loaded.embed_dim), dtype=np.float32)
         errors: list[str] = []
         start = 0
@@ -110,7 +116,7 @@ class Encoder:
             for pixels, batch_errors in loader:
                 pixels = pixels.to(self.device, non_blocking=True)
                 with self._autocast():
-                    out[start:start + len(pixels)] = self._finish(self.model.encode_image(pixels))
+                    out[start : start + len(pixels)] = self._finish(self.model.encode_image(pixels))
                 errors.extend(batch_errors)
                 start += len(pixels)
                 bar.update(len(pixels))

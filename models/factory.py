@@ -106,8 +106,9 @@ def official_weights(arch: ArchSpec, *, weights_dir: str | Path | None) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             log.info("downloading %s/%s into %s", HF_ORG, arch.hf_repo, folder)
             return Path(
-                hf_hub_download(f"{HF_ORG}/{arch.hf_repo}", filename=arch.weights_file,
-                                local_dir=folder, etag_timeout=10)
+                hf_hub_download(
+                    f"{HF_ORG}/{arch.hf_repo}", filename=arch.weights_file, local_dir=folder, etag_timeout=10
+                )
             )
         except Exception as exc:  # any network or hub failure means: tell the user what to do
             reason = f" ({type(exc).__name__})"
@@ -183,16 +184,19 @@ def infer_arch(state_dict: dict) -> ArchSpec | None:
         tokens = state_dict["visual.positional_embedding"].shape[0]
         resolution = int(round((tokens - 1) ** 0.5)) * patch
         layers = _count_blocks(state_dict, r"visual\.transformer\.resblocks\.(\d+)\.")
-        if (cfg["vision_width"], cfg["vision_patch_size"], cfg["image_resolution"],
-                cfg["vision_layers"]) == (width, patch, resolution, layers):
+        if (cfg["vision_width"], cfg["vision_patch_size"], cfg["image_resolution"], cfg["vision_layers"]) == (
+            width,
+            patch,
+            resolution,
+            layers,
+        ):
             return arch
     return None
 
 
 def _load_state_dict(model: CLIP, state_dict: dict, path: Path) -> None:
     try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in state_dict.items()})
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
     except RuntimeError as exc:
         raise TuwenError(f"{path}: weights do not fit the architecture: {exc}") from exc
 

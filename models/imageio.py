@@ -21,8 +21,9 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we can decode; ``str(err)`` says why."""
 
 
-def open_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS,
-               draft_size: tuple[int, int] | None = None) -> Image.Image:
+def open_image(
+    source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, draft_size: tuple[int, int] | None = None
+) -> Image.Image:
     """Decode ``source`` (a path or raw bytes) to RGB; first frame of animations.
 
     ``draft_size`` lets JPEG decode at a reduced scale (much faster) when only a small
@@ -44,8 +45,7 @@ def open_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS,
             with Image.open(fp) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
+                    raise ImageDecodeError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", draft_size)
                 img.seek(0)

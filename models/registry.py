@@ -51,14 +51,24 @@ _BASE = "RoBERTa-wwm-ext-base-chinese"
 ARCHS: dict[str, ArchSpec] = {
     spec.name: spec
     for spec in (
-        ArchSpec("ViT-B-16", "ViT-B-16", _BASE, 224, "clip_cn_vit-b-16.pt",
-                 "chinese-clip-vit-base-patch16"),
-        ArchSpec("ViT-L-14", "ViT-L-14", _BASE, 224, "clip_cn_vit-l-14.pt",
-                 "chinese-clip-vit-large-patch14"),
-        ArchSpec("ViT-L-14-336", "ViT-L-14-336", _BASE, 336, "clip_cn_vit-l-14-336.pt",
-                 "chinese-clip-vit-large-patch14-336px"),
-        ArchSpec("ViT-H-14", "ViT-H-14", "RoBERTa-wwm-ext-large-chinese", 224,
-                 "clip_cn_vit-h-14.pt", "chinese-clip-vit-huge-patch14"),
+        ArchSpec("ViT-B-16", "ViT-B-16", _BASE, 224, "clip_cn_vit-b-16.pt", "chinese-clip-vit-base-patch16"),
+        ArchSpec("ViT-L-14", "ViT-L-14", _BASE, 224, "clip_cn_vit-l-14.pt", "chinese-clip-vit-large-patch14"),
+        ArchSpec(
+            "ViT-L-14-336",
+            "ViT-L-14-336",
+            _BASE,
+            336,
+            "clip_cn_vit-l-14-336.pt",
+            "chinese-clip-vit-large-patch14-336px",
+        ),
+        ArchSpec(
+            "ViT-H-14",
+            "ViT-H-14",
+            "RoBERTa-wwm-ext-large-chinese",
+            224,
+            "clip_cn_vit-h-14.pt",
+            "chinese-clip-vit-huge-patch14",
+        ),
         ArchSpec("RN50", "RN50", "RBT3-chinese", 224, "clip_cn_rn50.pt", "chinese-clip-rn50"),
         ArchSpec("tiny", "tiny-vit", "tiny-bert", 64),
     )

@@ -13,16 +13,16 @@ from indexer.demo_corpus import generate_demo_corpus
 from tuwen.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
-POSTGRES_URL = os.environ.get("TUWEN_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("TUWEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> tuple[Path, dict]:
     """A small corpus with every quirk, shared read-only by the tests of a session."""
     root = tmp_path_factory.mktemp("corpus")
-    summary = generate_demo_corpus(root, seed=1, n_train=60, n_text_queries=12,
-                                   n_image_queries=12, image_size=64)
+    summary = generate_demo_corpus(
+        root, seed=1, n_train=60, n_text_queries=12, n_image_queries=12, image_size=64
+    )
     return root, summary
 
 

@@ -15,8 +15,9 @@ from tuwen import TuwenError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="working folder (store, indexes, runs); default $TUWEN_HOME "
-                                       "or ~/.tuwen")
+    parser.add_argument(
+        "--home", help="working folder (store, indexes, runs); default $TUWEN_HOME or ~/.tuwen"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-probe chatter
     try:
         result = args.handler(args)
