@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Integer, String, Text, create_engine, delete, event, func, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tuwen import TuwenError
 
 # Collections, named after what they are in the competition layout.
 TRAIN_IMAGES = "train"  # 附件1/ImageData
@@ -59,8 +63,14 @@ class PairRecord(Base):
 
 def make_engine(url: str) -> Engine:
     """An engine with the schema created; SQLite gets WAL so the server can read during ingest."""
-    engine = create_engine(url, pool_pre_ping=True)
+    try:
+        parsed = make_url(url)
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise TuwenError(f"bad database URL {url!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -69,7 +79,12 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-    Base.metadata.create_all(engine)
+    try:
+        Base.metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        shown = parsed.render_as_string(hide_password=True)
+        raise TuwenError(f"cannot open the store at {shown}: {getattr(exc, 'orig', exc)}") from exc
     return engine
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 40_000 * 40_000 // 4  # 400 megapixels: far above any photo, far below a bomb
+MAX_PIXELS = 100_000_000  # 10k x 10k: above any camera photo; decoding it costs 300 MB at most
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check then agrees with ours
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 

@@ -48,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tuwen {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: say so briefly unless asked for detail
+        if args.verbose:
+            raise
+        print(
+            f"tuwen {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+            "(run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return int(result or 0)
 
 
