@@ -1,0 +1,106 @@
+"""Dependencies of the routes, as ``Annotated`` aliases (the full-stack-fastapi-template way)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
+from urllib.parse import quote
+
+import anyio.to_thread
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.core.encoding import QueryEncoder
+from app.core.security import check_admin, check_search
+from app.core.state import Generation, ServiceState
+from indexer.index_files import LoadedIndex
+from tuwen.settings import Settings
+
+T = TypeVar("T")
+bearer = HTTPBearer(auto_error=False, description="TUWEN_API_KEY")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StateDep = Annotated[ServiceState, Depends(get_state)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    with Session(state.engine) as session:
+        yield session
+
+
+async def get_maybe_generation(state: StateDep) -> Generation | None:
+    """The generation this request uses from start to end (checked for a newer one first)."""
+    return await state.current()
+
+
+MaybeGenerationDep = Annotated[Generation | None, Depends(get_maybe_generation)]
+
+
+def get_generation(generation: MaybeGenerationDep, state: StateDep) -> Generation:
+    if generation is None:
+        raise HTTPException(
+            status_code=503,
+            detail=state.last_error
+            or f"no index loaded yet: run `tuwen index` (looked in {state.settings.index_dir})",
+        )
+    return generation
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+GenerationDep = Annotated[Generation, Depends(get_generation)]
+
+
+# Both derive from the one Generation FastAPI resolves per request, so they always agree.
+def get_index(generation: GenerationDep) -> LoadedIndex:
+    return generation.index
+
+
+def get_encoder(generation: GenerationDep) -> QueryEncoder:
+    return generation.queries
+
+
+IndexDep = Annotated[LoadedIndex, Depends(get_index)]
+EncoderDep = Annotated[QueryEncoder, Depends(get_encoder)]
+
+K = Annotated[int, Query(ge=1, le=100, description="number of results, 1..100")]
+
+
+def require_admin(settings: SettingsDep, credentials: CredentialsDep) -> None:
+    check_admin(settings, credentials)
+
+
+def require_search_key(settings: SettingsDep, credentials: CredentialsDep) -> None:
+    check_search(settings, credentials)
+
+
+def check_query(q: str, settings: Settings) -> str:
+    query = q.strip()
+    if not query:
+        raise HTTPException(status_code=422, detail="the query is empty: type some Chinese text")
+    if len(query) > settings.max_query_chars:
+        raise HTTPException(
+            status_code=422,
+            detail=f"the query is too long: {len(query)} characters (limit {settings.max_query_chars})",
+        )
+    return query
+
+
+async def run_model(request: Request, fn: Callable[..., T], *args) -> T:
+    """Run blocking model work in a worker thread, a few at a time, off the event loop."""
+    return await anyio.to_thread.run_sync(fn, *args, limiter=request.app.state.inference_limiter)
+
+
+def image_url(request: Request, image_id: str) -> str:
+    """Relative URL of an image (relative, so it stays right behind a reverse proxy)."""
+    return f"{request.scope.get('root_path', '')}/api/images/{quote(image_id, safe='')}"

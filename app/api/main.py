@@ -1,0 +1,9 @@
+"""All API routers in one."""
+
+from fastapi import APIRouter
+
+from app.api.routes import admin, export, health, images, search
+
+api_router = APIRouter()
+for module in (health, search, images, export, admin):
+    api_router.include_router(module.router)

@@ -1,0 +1,139 @@
+"""What the service holds: the store engine and the live index generation with its model.
+
+A request captures one ``Generation`` at its start and uses only that object, so it never mixes
+ids or vectors of two generations. ``tuwen index`` publishes a new generation by replacing
+``$TUWEN_HOME/index/CURRENT``; every request stats that file (a few microseconds) and, when it
+changed, the first request to notice loads the new generation (and its model when the model
+differs) while the others wait for that same load, then the reference is swapped in one
+assignment. A generation that fails to load is logged and reported in /api/stats; the previous
+one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+from sqlalchemy.engine import Engine
+
+from app.core.encoding import QueryEncoder
+from indexer import store
+from indexer.index_files import (
+    CURRENT,
+    LoadedIndex,
+    current_generation,
+    current_generation_name,
+    load_generation,
+)
+from models.encoder import Encoder
+from models.factory import create_model_and_transforms
+from tuwen import TuwenError
+from tuwen.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One index generation and the model that encodes queries for it."""
+
+    name: str
+    index: LoadedIndex
+    queries: QueryEncoder
+    loaded_at: float
+
+    @property
+    def manifest(self) -> dict:
+        return self.index.manifest
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings = settings
+        self.engine = engine
+        self.generation: Generation | None = None
+        self.last_error: str | None = None  # why the newest CURRENT could not be loaded
+        self._signature: tuple | None = None  # of the CURRENT file we last acted on
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServiceState:
+        """Open the store and load the live generation; no index yet is fine (not ready)."""
+        state = cls(settings, store.make_engine(settings.store_url))
+        try:
+            state._signature = state._pointer_signature()
+            if current_generation_name(settings.index_dir) is None:
+                log.warning("no index in %s yet: run `tuwen index` (503 until then)", settings.index_dir)
+                return state
+            state.generation = state._load(current_generation(settings.index_dir).name, previous=None)
+        except BaseException:
+            state.close()
+            raise
+        return state
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _pointer_signature(self) -> tuple | None:
+        try:
+            st = os.stat(self.settings.index_dir / CURRENT)
+        except FileNotFoundError:
+            return None
+        # CURRENT is replaced with os.replace: a new inode and mtime each publish
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def pointer_changed(self) -> bool:
+        return self._pointer_signature() != self._signature
+
+    async def current(self) -> Generation | None:
+        """The generation a request should use, after loading a newly published one if any."""
+        if self.pointer_changed():
+            await anyio.to_thread.run_sync(self.refresh)
+        return self.generation
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Load the generation CURRENT names if it is not the live one (blocking); True if swapped.
+
+        With ``force`` a load failure raises TuwenError instead of being only logged.
+        """
+        with self._lock:
+            signature = self._pointer_signature()
+            if signature == self._signature and not force:
+                return False  # another request already handled this change
+            self._signature = signature
+            previous = self.generation
+            name = current_generation_name(self.settings.index_dir)
+            if name is None or (previous is not None and previous.name == name):
+                return False
+            try:
+                path = current_generation(self.settings.index_dir)
+                generation = self._load(path.name, previous=previous)
+            except Exception as exc:  # noqa: BLE001 - keep serving the previous generation
+                self.last_error = f"could not load index generation {name}: {exc}"
+                log.error("%s; still serving %s", self.last_error, previous.name if previous else "nothing")
+                if force:
+                    raise TuwenError(self.last_error) from exc
+                return False
+            self.generation = generation  # one reference assignment: the swap
+            self.last_error = None
+            log.info("serving index generation %s (model %s)", generation.name, generation.queries.model_id)
+            return True
+
+    def _load(self, name: str, *, previous: Generation | None) -> Generation:
+        index = load_generation(self.settings.index_dir / name, with_queries=True)
+        spec = index.manifest.get("model_spec")
+        if previous is not None and previous.queries.model_id == index.model_id:
+            queries = previous.queries  # same weights: keep the model and its warm text cache
+        else:
+            if not spec:
+                raise TuwenError(f"{index.path}/manifest.json names no model_spec: rerun `tuwen index`")
+            loaded = create_model_and_transforms(
+                spec, device=self.settings.device, weights_dir=self.settings.weights_dir
+            )
+            queries = QueryEncoder(Encoder(loaded))
+        index.check_model(queries.model_id)
+        return Generation(name=name, index=index, queries=queries, loaded_at=time.time())

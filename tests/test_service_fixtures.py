@@ -1,0 +1,99 @@
+"""Helpers and fixtures shared by the service tests (imported by test_api*.py, test_service*.py,
+test_browser*.py): real indexes built with ``tiny`` on the ``small_corpus`` fixture."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from indexer.build import index_corpus
+from indexer.ingest import ingest
+from models.encoder import Encoder
+from models.factory import build_model, create_model_and_transforms
+from models.imageio import open_image
+from models.registry import ARCHS
+from tuwen.settings import Settings
+
+_BUILT: dict[str, Settings] = {}
+
+
+def make_settings(home: Path, **overrides) -> Settings:
+    """Settings for ``home`` that ignore any TUWEN_* security variables of the caller's shell."""
+    fields = {
+        "home": home,
+        "database_url": None,
+        "api_key": None,
+        "require_key_for_search": False,
+        "cors_origins": [],
+        "max_upload_mb": 10.0,
+        "max_query_chars": 1000,
+        "device": "cpu",
+    }
+    return Settings(**{**fields, **overrides})
+
+
+def build_home(home: Path, corpus_root: Path, *, model: str = "tiny", **overrides) -> Settings:
+    """Ingest ``corpus_root`` into ``home`` and index it with ``model`` (a few seconds with tiny)."""
+    settings = make_settings(home, **overrides)
+    ingest(root=corpus_root, settings=settings, workers=1, progress=False)
+    index_corpus(settings=settings, model=model, workers=0, progress=False)
+    return settings
+
+
+def other_tiny_checkpoint(path: Path, *, seed: int = 7) -> Path:
+    """A checkpoint of the tiny architecture with other random weights: a second, different model."""
+    model = build_model(ARCHS["tiny"], seed=seed)
+    torch.save({"state_dict": model.state_dict(), "model_arch": "tiny"}, path)
+    return path
+
+
+def shared_build(small_corpus, tmp_path_factory) -> Settings:
+    """A home with the small corpus ingested and indexed with tiny, built once per session and
+    shared read-only by the modules that use it (each wraps this in its own fixture)."""
+    if "tiny" not in _BUILT:
+        _BUILT["tiny"] = build_home(tmp_path_factory.mktemp("api-home"), small_corpus[0])
+    return _BUILT["tiny"]
+
+
+def read(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def expected_top(settings: Settings, vector: np.ndarray, candidates: str, k: int) -> list[str]:
+    """Brute-force top-k ids for ``vector`` against the live generation's stored vectors."""
+    from indexer.index_files import load_current
+
+    loaded = load_current(settings.index_dir)
+    vs = loaded.sets[candidates]
+    scores = vs.vectors @ vector.reshape(-1)
+    return [vs.ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def encoder_for(spec: str) -> Encoder:
+    return Encoder(create_model_and_transforms(spec, device="cpu"))
+
+
+def image_vector(encoder: Encoder, data: bytes) -> np.ndarray:
+    res = encoder.loaded.arch.resolution
+    return encoder.encode_pil([open_image(data, draft_size=(res, res))])[0]
+
+
+def image_bytes(mode: str = "RGB", size: tuple[int, int] = (48, 48), fmt: str = "PNG", **save) -> bytes:
+    """A small generated image in ``mode`` and ``fmt`` (a gradient, so it is not blank)."""
+    xs, ys = np.meshgrid(np.linspace(0, 255, size[0]), np.linspace(0, 255, size[1]))
+    rgb = Image.fromarray(np.stack([xs, ys, np.full_like(xs, 90.0)], axis=-1).astype("uint8"), "RGB")
+    img = rgb.convert(mode) if mode != "P" else rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def test_image_bytes_helper_makes_decodable_images():
+    for mode, fmt in [("RGB", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG")]:
+        with Image.open(io.BytesIO(image_bytes(mode, fmt=fmt))) as img:
+            assert (img.format, img.mode, img.size) == (fmt, mode, (48, 48))
