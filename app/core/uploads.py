@@ -15,7 +15,7 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itsel
 
 
 def too_large_detail(limit_bytes: int) -> str:
-    return f"upload too large: the limit is {limit_bytes / (1024 * 1024):g} MB (TUWEN_MAX_UPLOAD_MB)"
+    return f"upload too large: the limit is {limit_bytes / (1024 * 1024):.3g} MB (TUWEN_MAX_UPLOAD_MB)"
 
 
 class BodyTooLarge(HTTPException):
