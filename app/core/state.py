@@ -107,7 +107,10 @@ class ServiceState:
             self._signature = signature
             previous = self.generation
             name = current_generation_name(self.settings.index_dir)
-            if name is None or (previous is not None and previous.name == name):
+            if name is None:
+                return False
+            if previous is not None and previous.name == name:
+                self.last_error = None  # CURRENT points back at what we serve: nothing is wrong
                 return False
             try:
                 path = current_generation(self.settings.index_dir)
