@@ -131,6 +131,7 @@ async function searchByImage(file) {
   } catch (err) {
     $("caption-results").replaceChildren();
     $("similar-results").replaceChildren();
+    preview.hidden = true;
     showError(err.message);
   }
 }

@@ -1,0 +1,206 @@
+"""The search page in real headless Chromium against a real ``tuwen serve`` (uvicorn) process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_service_fixtures import read, shared_build
+
+from indexer import store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def built_settings(small_corpus, tmp_path_factory):
+    return shared_build(small_corpus, tmp_path_factory)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(built_settings, tmp_path_factory):
+    """``tuwen serve`` on a free port, as a user would start it; stopped after the module."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuwen.cli", "serve", "--home", str(built_settings.home)]
+            + ["--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"tuwen serve exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if get_json(f"{base}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"tuwen serve not ready after 90 s:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian chromium and chromium-driver (make browser)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+        "--lang=zh-CN",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ]:
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def corpus_records(built_settings):
+    engine = store.make_engine(built_settings.store_url)
+    with store.transaction(engine) as session:
+        out = (
+            store.list_texts(session, collection=store.TEXT_QUERIES),
+            [
+                r
+                for r in store.list_images(session, collection=store.IMAGE_QUERIES)
+                if r.status == store.STATUS_OK
+            ],
+        )
+    engine.dispose()
+    return out
+
+
+def wait_for(driver, condition, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+
+
+ALL_IMAGES_LOADED = """
+const imgs = document.querySelectorAll(arguments[0] + ' img');
+return imgs.length > 0 && [...imgs].every(i => i.complete && i.naturalWidth > 0);
+"""
+
+
+def test_search_page_text_and_image_search(server, driver, corpus_records):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    text_queries, query_images = corpus_records
+    driver.get(server + "/")
+    assert driver.title.startswith("图文检索")
+    wait_for(driver, lambda d: "已就绪" in d.find_element(By.ID, "status").text)
+
+    # type a query -> an image grid with scores, the same ranking as the API
+    caption = text_queries[2].caption
+    box = driver.find_element(By.ID, "query")
+    box.send_keys(caption)
+    box.send_keys(Keys.ENTER)
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#text-results figure.result")) == 10)
+    wait_for(driver, lambda d: d.execute_script(ALL_IMAGES_LOADED, "#text-results"))
+    api = get_json(f"{server}/api/search/text?{urllib.parse.urlencode({'q': caption, 'k': 10})}")[1]
+    figcaptions = driver.find_elements(By.CSS_SELECTOR, "#text-results figcaption")
+    shown = [f.get_attribute("title") for f in figcaptions]
+    assert shown == [h["image_id"] for h in api["results"]]
+    link = driver.find_element(By.CSS_SELECTOR, "#text-results figure.result a")
+    assert link.get_attribute("href") == server + api["results"][0]["url"]
+
+    # upload an image -> captions with scores, and similar images
+    query_image = query_images[3]
+    driver.find_element(By.ID, "file").send_keys(query_image.path)
+    captions_css = "#caption-results li.caption-result"
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, captions_css)) == 10)
+    wait_for(driver, lambda d: d.execute_script(ALL_IMAGES_LOADED, "#similar-results"))
+    expected = _post_image(f"{server}/api/search/image?k=10", read(query_image.path))
+    items = driver.find_elements(By.CSS_SELECTOR, captions_css)
+    assert [li.find_element(By.CSS_SELECTOR, ".tid").text for li in items] == [h["text_id"] for h in expected]
+    assert expected[0]["caption"] in items[0].text
+    assert f"{expected[0]['score']:.3f}" in items[0].text
+    assert driver.find_element(By.ID, "error").is_displayed() is False
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "search-page.png"))
+
+
+def test_search_page_shows_the_reason_for_a_refused_upload(server, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("这不是图片")
+    driver.find_element(By.ID, "file").send_keys(str(not_an_image))
+    wait_for(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
+    message = driver.find_element(By.ID, "error").text
+    assert "422" in message and "not a recognised image format" in message
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "search-page-error.png"))
+
+
+def _post_image(url: str, data: bytes) -> list[dict]:
+    boundary = "tuwen-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())["results"]
