@@ -2,6 +2,150 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
+# Defaults of ``tuwen train``; on --resume the run's config.json replaces them, flags still win.
+TRAIN_DEFAULTS = {
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": None,
+    "warmup": 100,
+    "weight_decay": 0.001,
+    "accum_freq": 1,
+    "precision": "auto",
+    "val_fraction": 0.1,
+    "seed": 0,
+    "augment": False,
+    "freeze_vision": False,
+    "grad_checkpointing": False,
+    "eval_every": None,
+}
+
 
 def register(sub, *, common) -> None:
     """Add this package's subcommands to the ``tuwen`` parser."""
+    p = sub.add_parser(
+        "train",
+        help="fine-tune on the training pairs (附件1) with Chinese-CLIP's recipe",
+        description="Contrastive fine-tuning as Chinese-CLIP does it; validation recall every epoch; "
+        "last.pt / best.pt (cn_clip format), config.json, metrics.jsonl and curves.png in --out.",
+    )
+    common(p)
+    p.add_argument("--model", help="ViT-B-16 | PATH | tiny | random:ARCH (default on --resume: the run's)")
+    p.add_argument("--out", help="run folder, e.g. runs/NAME (default on --resume: the checkpoint's folder)")
+    p.add_argument("--epochs", type=int, help="default 3")
+    p.add_argument("--batch-size", type=int, help="per micro-batch; default 64")
+    p.add_argument("--lr", type=float, help="peak learning rate; default scaled to the total batch")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps; default 100")
+    p.add_argument(
+        "--weight-decay", type=float, help="AdamW decay (not on norms, biases, logit scale); 0.001"
+    )
+    p.add_argument("--accum-freq", type=int, help="micro-batches per step, all of them negatives; default 1")
+    p.add_argument("--precision", choices=["auto", "amp", "bf16", "fp32"], help="default auto (amp on CUDA)")
+    p.add_argument("--val-fraction", type=float, help="share of images held out for validation; 0.1")
+    p.add_argument("--seed", type=int, help="split, batch order and init of dropout; default 0")
+    p.add_argument("--augment", action="store_true", default=None, help="cn_clip's AutoAugment on images")
+    p.add_argument("--freeze-vision", action="store_true", default=None, help="train the text tower only")
+    p.add_argument(
+        "--grad-checkpointing", action="store_true", default=None, help="less memory, ~30%% slower"
+    )
+    p.add_argument("--eval-every", type=int, help="also validate and checkpoint every N steps")
+    p.add_argument("--workers", type=int, help="image decoding processes (default min(4, CPUs))")
+    p.add_argument("--resume", help="continue a run from its last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="R@1/5/10 of a model on the held-out pairs, as Chinese-CLIP reports them",
+        description='Prints {"t2i": {r1, r5, r10, mr}, "i2t": {...}} in percent.',
+    )
+    common(e)
+    e.add_argument("--model", required=True, help="runs/NAME/best.pt, or any model spec")
+    e.add_argument("--split", default="val", choices=["val", "train", "all"])
+    e.add_argument("--predictions-out", help="folder for cn_clip-format prediction and ground-truth jsonl")
+    e.add_argument("--val-fraction", type=float, help="default: the run's config.json, else 0.1")
+    e.add_argument("--seed", type=int, help="default: the run's config.json, else 0")
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    e.add_argument("--workers", type=int)
+    e.set_defaults(handler=_eval)
+
+
+def _resume_defaults(resume: str | None) -> tuple[dict, dict]:
+    """(saved hyper-parameters, saved run info) of the run being resumed."""
+    if not resume:
+        return {}, {}
+    from tuwen import TuwenError
+
+    config_path = Path(resume).expanduser().parent / "config.json"
+    if not Path(resume).expanduser().is_file():
+        raise TuwenError(f"--resume {resume}: no such checkpoint")
+    if not config_path.is_file():
+        return {}, {}
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    hyper = {k: saved[k] for k in TRAIN_DEFAULTS if k in saved}
+    if not saved.get("lr_given", True):
+        hyper["lr"] = None  # recompute from the batch, as the run did
+    return hyper, saved
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import train
+    from tuwen import TuwenError
+    from tuwen.settings import get_settings
+
+    hyper, saved = _resume_defaults(args.resume)
+    chosen = {
+        k: getattr(args, k) if getattr(args, k) is not None else hyper.get(k, d)
+        for k, d in TRAIN_DEFAULTS.items()
+    }
+    model = args.model or saved.get("model_spec")
+    out = args.out or (str(Path(args.resume).expanduser().parent) if args.resume else None)
+    if not model or not out:
+        raise TuwenError("--model and --out are required (unless --resume names a run's checkpoint)")
+    result = train(
+        settings=get_settings(args.home),
+        model=model,
+        out=out,
+        workers=args.workers,
+        resume=args.resume,
+        progress=not args.no_progress,
+        echo=_say,
+        **chosen,
+    )
+    summary = {
+        "best": str(result.best_path),
+        "last": str(result.last_path),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "samples_per_s": round(result.samples_per_s, 1),
+        "best_metrics": {k: result.best[k] for k in ("step", "t2i", "i2t")} if result.best else None,
+    }
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+    from tuwen.settings import get_settings
+
+    result = evaluate(
+        settings=get_settings(args.home),
+        model=args.model,
+        split=args.split,
+        predictions_out=args.predictions_out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        precision=args.precision,
+        workers=args.workers,
+    )
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
