@@ -30,7 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in (register_indexer, register_training, register_service):
         register(sub, common=_common)
+    demo = sub.add_parser("demo", help="generate the demo corpus, train, index, export and serve")
+    _common(demo)
+    demo.add_argument("--no-train", action="store_true", help="index with the untrained tiny model")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: tuned)")
+    demo.add_argument("--no-serve", action="store_true", help="stop after exporting the CSVs")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args) -> int:
+    from tuwen.demo import run_demo
+    from tuwen.settings import get_settings
+
+    run_demo(
+        settings=get_settings(args.home),
+        train=not args.no_train,
+        train_epochs=args.epochs,
+        serve=not args.no_serve,
+        host=args.host,
+        port=args.port,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

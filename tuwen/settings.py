@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.tuwen")
 
@@ -20,7 +22,15 @@ class Settings(BaseSettings):
     max_query_chars: int = 1000
     api_key: str | None = None
     require_key_for_search: bool = False
-    cors_origins: list[str] = []
+    # Comma-separated in the environment: TUWEN_CORS_ORIGINS=https://a.example,https://b.example
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @cached_property
     def home_dir(self) -> Path:
