@@ -30,6 +30,7 @@ TUNE_QUERIES = 256
 TUNE_K = 10
 TRAIN_PER_LIST = 50  # k-means sample: faiss wants >= 39 points per centroid
 FLAT_STORAGE_LIMIT = 300_000  # up to here IVF keeps exact float vectors in its lists
+PLATEAU = 0.002  # doubling the search effort gains less recall than this: stop
 
 
 def available_memory() -> int:
@@ -140,9 +141,9 @@ def tune_search(
 ) -> float | None:
     """Smallest ``nprobe`` / ``efSearch`` reaching ``target`` recall@k; returns the recall reached.
 
-    Queries are corpus points, each with itself left out of both result lists. If the target is
-    out of reach (uniformly random data), the largest value tried stays: 1/8 of the lists, or
-    efSearch 1024.
+    Queries are corpus points, each with itself left out of both result lists. Doubling stops
+    early when recall stops growing (quantised storage caps it), and at 1/8 of the lists or
+    efSearch 1024 when the target is out of reach (uniformly random data).
     """
     ivf, hnsw = _ivf(index), _hnsw(index)
     if ivf is None and hnsw is None:
@@ -156,12 +157,17 @@ def tune_search(
         values = [2**i for i in range(int(math.log2(ivf.nlist)) + 1) if 2**i <= max(ivf.nlist // 8, 1)]
     else:
         values = [16, 32, 64, 128, 256, 512, 1024]
-    recall = 0.0
+    recall, previous = 0.0, None
     for value in values:
         _set_knob(index, value)
         _, found = index.search(queries, k + 1)
         hits = [len(t & set(f[f != q][:k])) for t, f, q in zip(truth, found, rows, strict=True)]
-        recall = sum(hits) / max(sum(len(t) for t in truth), 1)
+        reached = sum(hits) / max(sum(len(t) for t in truth), 1)
+        if previous is not None and reached - recall < PLATEAU:
+            # the storage's quantisation, not the search, limits recall: probing more only costs time
+            _set_knob(index, previous)
+            break
+        recall, previous = reached, value
         if recall >= target:
             break
     return recall
