@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api.main import api_router
+from app.core.security import document_search_key
 from app.core.state import ServiceState
 from app.core.uploads import UploadLimitMiddleware
 from tuwen import TuwenError
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     )
     app.state.settings = settings
     app.include_router(api_router)
+    full_schema = app.openapi
+    app.openapi = lambda: document_search_key(full_schema(), settings)
 
     @app.exception_handler(TuwenError)
     async def tuwen_error(_request: Request, exc: TuwenError) -> JSONResponse:

@@ -76,3 +76,15 @@ class ReloadOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidInputOut(BaseModel):
+    """422: a message from the service's own checks, or FastAPI's list of field errors."""
+
+    detail: str | list[FieldError]

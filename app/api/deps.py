@@ -12,13 +12,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core.encoding import QueryEncoder
-from app.core.security import check_admin, check_search
+from app.core.security import ADMIN_SCHEME, SEARCH_SCHEME, check_admin, check_search
 from app.core.state import Generation, ServiceState
 from indexer.index_files import LoadedIndex
 from tuwen.settings import Settings
 
 T = TypeVar("T")
-bearer = HTTPBearer(auto_error=False, description="TUWEN_API_KEY")
+# Two names for the one header, so the schema can say the search key is optional when it is.
+admin_bearer = HTTPBearer(auto_error=False, scheme_name=ADMIN_SCHEME, description="TUWEN_API_KEY")
+search_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name=SEARCH_SCHEME,
+    description="TUWEN_API_KEY, checked only when TUWEN_REQUIRE_KEY_FOR_SEARCH=1",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,7 +37,8 @@ def get_state(request: Request) -> ServiceState:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StateDep = Annotated[ServiceState, Depends(get_state)]
-CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+AdminCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]
+SearchCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(search_bearer)]
 
 
 def get_session(state: StateDep) -> Iterator[Session]:
@@ -76,11 +83,11 @@ EncoderDep = Annotated[QueryEncoder, Depends(get_encoder)]
 K = Annotated[int, Query(ge=1, le=100, description="number of results, 1..100")]
 
 
-def require_admin(settings: SettingsDep, credentials: CredentialsDep) -> None:
+def require_admin(settings: SettingsDep, credentials: AdminCredentialsDep) -> None:
     check_admin(settings, credentials)
 
 
-def require_search_key(settings: SettingsDep, credentials: CredentialsDep) -> None:
+def require_search_key(settings: SettingsDep, credentials: SearchCredentialsDep) -> None:
     check_search(settings, credentials)
 
 

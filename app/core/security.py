@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from tuwen.settings import Settings
 
+ADMIN_SCHEME, SEARCH_SCHEME = "AdminKey", "SearchKey"  # OpenAPI security scheme names
 ADMIN_OFF = "admin endpoints are off: set TUWEN_API_KEY on the server to enable them"
 
 
@@ -35,3 +36,14 @@ def check_search(settings: Settings, credentials: HTTPAuthorizationCredentials |
         if not settings.api_key:  # refused at start-up too; never serve "open" by mistake
             raise HTTPException(status_code=403, detail="search requires a key but TUWEN_API_KEY is not set")
         _check_bearer(credentials, settings.api_key)
+
+
+def document_search_key(schema: dict, settings: Settings) -> dict:
+    """Mark the search key optional in an OpenAPI ``schema`` unless the server requires it."""
+    if not settings.require_key_for_search:
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                security = operation.get("security", [])
+                if {SEARCH_SCHEME: []} in security and {} not in security:
+                    security.append({})  # OpenAPI: {} is "no credentials" as an alternative
+    return schema

@@ -14,7 +14,7 @@ from indexer.export import RESULT1, RESULT2, Task, csv_chunks
 from tuwen import TuwenError
 
 router = APIRouter(prefix="/api/export", tags=["export"], dependencies=[Depends(require_search_key)])
-RESPONSES = {200: {"content": {"text/csv": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+RESPONSES = {200: {"content": {"text/csv": {}}}} | {code: {"model": ErrorOut} for code in (401, 404, 503)}
 
 
 async def _stream(index, task: Task) -> StreamingResponse:

@@ -33,7 +33,13 @@ async def readyz(generation: MaybeGenerationDep, state: StateDep):
     return Ready(status="ready", generation=generation.name, model_id=generation.queries.model_id)
 
 
-@router.get("/api/stats", response_model=Stats, tags=["stats"], dependencies=[Depends(require_search_key)])
+@router.get(
+    "/api/stats",
+    response_model=Stats,
+    tags=["stats"],
+    dependencies=[Depends(require_search_key)],
+    responses={401: {"model": ErrorOut}},
+)
 def stats(generation: MaybeGenerationDep, state: StateDep, session: SessionDep) -> Stats:
     """Store counts, model, index types and build time."""
     counts = store.counts(session)

@@ -22,7 +22,7 @@ Image.init()  # fills Image.MIME from every format plugin (empty until a plugin 
     "/{image_id}",
     name="get_image",
     response_class=FileResponse,
-    responses={200: {"content": {"image/*": {}}}, 404: {"model": ErrorOut}},
+    responses={200: {"content": {"image/*": {}}}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
 )
 def get_image(image_id: str, session: SessionDep) -> FileResponse:
     """The bytes of a stored image, with the content type of its real format."""

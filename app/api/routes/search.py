@@ -20,12 +20,23 @@ from app.api.deps import (
 )
 from app.core.encoding import QueryEncoder
 from app.core.uploads import decode_upload, read_upload
-from app.schemas import ErrorOut, ImageHit, ImageToImageOut, ImageToTextOut, TextHit, TextSearchOut
+from app.schemas import (
+    ErrorOut,
+    ImageHit,
+    ImageToImageOut,
+    ImageToTextOut,
+    InvalidInputOut,
+    TextHit,
+    TextSearchOut,
+)
 from indexer import store
 from indexer.index_files import LoadedIndex
 
 router = APIRouter(prefix="/api/search", tags=["search"], dependencies=[Depends(require_search_key)])
-ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 413, 503)}
+ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 413, 503)} | {422: {"model": InvalidInputOut}}
+UPLOAD_ERRORS = ERRORS | {
+    400: {"model": ErrorOut, "description": "the body is not valid multipart form data"}
+}
 UploadField = Annotated[UploadFile, File(description="an image file (JPEG, PNG, GIF, WebP, BMP...)")]
 
 
@@ -73,7 +84,7 @@ async def search_text(
     return TextSearchOut(query=query, generation=generation.name, results=_image_hits(request, hits))
 
 
-@router.post("/image", response_model=ImageToTextOut, responses=ERRORS)
+@router.post("/image", response_model=ImageToTextOut, responses=UPLOAD_ERRORS)
 async def search_image(
     request: Request,
     generation: GenerationDep,
@@ -93,7 +104,7 @@ async def search_image(
     return ImageToTextOut(generation=generation.name, results=results)
 
 
-@router.post("/image-to-image", response_model=ImageToImageOut, responses=ERRORS)
+@router.post("/image-to-image", response_model=ImageToImageOut, responses=UPLOAD_ERRORS)
 async def search_image_to_image(
     request: Request,
     generation: GenerationDep,
