@@ -1,15 +1,29 @@
 """Index generations while the service runs: start without an index, hot swaps (same and new
-model), a broken generation, concurrent queries through a rebuild, and a refused model mismatch."""
+model), a broken generation, concurrent queries through rebuilds by ``tuwen index`` in another process
+(to a new model and back), and a refused model mismatch."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_service_fixtures import build_home, encoder_for, expected_top, make_settings, other_tiny_checkpoint
+from test_service_fixtures import (
+    build_home,
+    encoder_for,
+    expected_top,
+    image_vector,
+    make_settings,
+    other_tiny_checkpoint,
+    read,
+)
 
 from app.core.state import ServiceState
 from app.main import create_app
@@ -20,6 +34,8 @@ from tuwen import TuwenError
 from tuwen.cli import main as tuwen_main
 
 QUERY = "黑色皮质双肩包"
+K = 8
+TUWEN = str(Path(sys.executable).parent / "tuwen")
 
 
 def text_ids(client, q: str = QUERY, k: int = 8) -> tuple[str, list[str]]:
@@ -90,66 +106,105 @@ def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path,
         assert c.get("/api/stats").json()["reload_error"] is None
 
 
+def _tuwen_index(home, model: str) -> None:
+    """``tuwen index`` as its own process, as a user runs it beside ``tuwen serve``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
+    env.update(TUWEN_HOME=str(home), HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [TUWEN, "index", "--model", model, "--workers", "0"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _expected(settings, generation: str, encoder, inputs) -> dict[tuple, list[str]]:
+    """What ``generation`` alone answers for every input: its model, its vectors, brute force."""
+    from indexer.index_files import load_generation
+
+    sets = load_generation(settings.index_dir / generation).sets
+    out = {}
+    for kind, name, values in inputs:
+        for i, value in enumerate(values):
+            vector = encoder.encode_texts([value])[0] if kind == "text" else image_vector(encoder, value)
+            vs = sets[name]
+            out[(kind, i)] = [vs.ids[j] for j in np.argsort(-(vs.vectors @ vector), kind="stable")[:K]]
+    return out
+
+
 @pytest.mark.slow
-def test_concurrent_queries_through_a_rebuild_never_fail_or_mix(tmp_path, small_corpus):
+def test_concurrent_queries_through_rebuilds_both_ways_never_fail_or_mix(tmp_path, small_corpus):
+    """8 clients (text, image-to-text, image-to-image) query without pause while ``tuwen index``
+    runs in another process twice: tiny -> another model, then back to tiny."""
     settings = build_home(tmp_path / "home", small_corpus[0])
     checkpoint = other_tiny_checkpoint(tmp_path / "other-tiny.pt")
-    queries = [QUERY, "白色运动鞋", "蓝色牛仔裤"]
-    seen: list[tuple[str, str, list[str]]] = []
+    texts = [QUERY, "白色运动鞋", "蓝色牛仔裤", "红色连衣裙"]
+    images = [read(p) for p in sorted((small_corpus[0] / "附件3" / "ImageData").glob("*.jpg"))]
+    images = [data for data in images if data[:3] == b"\xff\xd8\xff"][:2]  # real JPEGs (quirks skipped)
+    inputs = [("text", "image_candidates", texts), ("image", "text_candidates", images)]
+    inputs.append(("image2image", "image_candidates", images))
+    seen: list[tuple[tuple, str, list[str]]] = []  # ((kind, input index), generation, ids)
     failures: list[str] = []
     stop = threading.Event()
 
+    def ask(c, kind: str, i: int) -> None:
+        if kind == "text":
+            r = c.get("/api/search/text", params={"q": texts[i], "k": K})
+        else:
+            path = "/api/search/image" if kind == "image" else "/api/search/image-to-image"
+            r = c.post(path, params={"k": K}, files={"file": ("q.jpg", images[i], "image/jpeg")})
+        if r.status_code != 200:
+            failures.append(f"{kind} {r.status_code} {r.text[:200]}")
+            return
+        body = r.json()
+        ids = [h.get("image_id") or h.get("text_id") for h in body["results"]]
+        seen.append(((kind, i), body["generation"], ids))
+
+    def client_loop(c, kind: str, i: int) -> None:
+        while not stop.is_set():
+            try:
+                ask(c, kind, i)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                failures.append(repr(exc))
+
+    def served(generation: str) -> bool:
+        kinds = {key[0] for key, g, _ in seen[-200:] if g == generation}
+        return kinds == {"text", "image", "image2image"} or bool(failures)
+
+    def wait_for(generation: str) -> None:
+        deadline = time.monotonic() + 120
+        while not served(generation):
+            assert time.monotonic() < deadline, f"{generation} was never served by every endpoint"
+            time.sleep(0.05)
+
+    clients = [("text", i) for i in range(len(texts))] + [("image", 0), ("image", 1), ("image2image", 0)]
+    clients.append(("image2image", 1))
+    encoders = {"tiny": encoder_for("tiny"), str(checkpoint): encoder_for(str(checkpoint))}
+    expected: dict[str, dict] = {}  # each computed while its generation is on disk (2 are kept)
     with TestClient(create_app(settings)) as c:
-        old_gen = c.get("/readyz").json()["generation"]
-
-        def hammer(q: str) -> None:
-            while not stop.is_set():
-                try:
-                    r = c.get("/api/search/text", params={"q": q, "k": 8})
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code} {r.text}")
-                        continue
-                    body = r.json()
-                    seen.append((q, body["generation"], [h["image_id"] for h in body["results"]]))
-                except Exception as exc:  # noqa: BLE001 - any failure is the finding
-                    failures.append(repr(exc))
-
-        threads = [threading.Thread(target=hammer, args=(q,)) for q in queries]
+        gens = [c.get("/readyz").json()["generation"]]
+        expected[gens[0]] = _expected(settings, gens[0], encoders["tiny"], inputs)
+        threads = [threading.Thread(target=client_loop, args=(c, kind, i)) for kind, i in clients]
         for t in threads:
             t.start()
         try:
-            index_corpus(settings=settings, model=str(checkpoint), workers=0, progress=False)
-            new_gen = current_generation(settings.index_dir).name
-            deadline = time.monotonic() + 60
-            while not any(g == new_gen for _, g, _ in seen[-6:]) and not failures:
-                assert time.monotonic() < deadline, "the new generation was never served"
-                time.sleep(0.05)
-            time.sleep(0.3)  # some more queries on the new generation
+            wait_for(gens[0])
+            for model in (str(checkpoint), "tiny"):  # to another model, then back
+                _tuwen_index(settings.home, model)
+                gens.append(current_generation(settings.index_dir).name)
+                expected[gens[-1]] = _expected(settings, gens[-1], encoders[model], inputs)
+                wait_for(gens[-1])
         finally:
             stop.set()
             for t in threads:
-                t.join(timeout=30)
+                t.join(timeout=60)
 
     assert not failures, failures[:3]
-    gens = {g for _, g, _ in seen}
-    assert gens == {old_gen, new_gen}
-    # every answer is exactly what one generation alone gives: never old model + new index or so
-    old_encoder, new_encoder = encoder_for("tiny"), encoder_for(str(checkpoint))
-    expected = {}
-    for q in queries:
-        expected[(q, new_gen)] = _top(settings, new_gen, new_encoder.encode_texts([q])[0])
-        expected[(q, old_gen)] = _top(settings, old_gen, old_encoder.encode_texts([q])[0])
-    assert all(ids == expected[(q, g)] for q, g, ids in seen)
-    assert all(expected[(q, old_gen)] != expected[(q, new_gen)] for q in queries)
-
-
-def _top(settings, generation: str, vector) -> list[str]:
-    import numpy as np
-
-    from indexer.index_files import load_generation
-
-    vs = load_generation(settings.index_dir / generation).sets["image_candidates"]
-    return [vs.ids[i] for i in np.argsort(-(vs.vectors @ vector), kind="stable")[:8]]
+    assert len(set(gens)) == 3 and {g for _, g, _ in seen} == set(gens)
+    # a mix (other model + tiny's vectors, or the reverse) would give other ids than either alone
+    assert all(expected[gens[0]][key] != expected[gens[1]][key] for key in expected[gens[0]])
+    wrong = [(key, g, ids) for key, g, ids in seen if ids != expected[g][key]]
+    assert not wrong, wrong[:3]
+    per_gen = {g: sum(1 for _, seen_g, _ in seen if seen_g == g) for g in gens}
+    assert min(per_gen.values()) >= 8, per_gen
 
 
 def test_model_mismatch_is_refused_at_start(tmp_path, small_corpus, capsys):
