@@ -41,7 +41,7 @@ def check_result_file(path: Path, header: list[str], queries: list[str], candida
     assert len(body) == 5 * len(queries)
     seen = []
     for start in range(0, len(body), 5):
-        block = body[start:start + 5]
+        block = body[start : start + 5]
         assert len({r[0] for r in block}) == 1
         seen.append(block[0][0])
         assert [int(r[1]) for r in block] == [1, 2, 3, 4, 5]
@@ -53,8 +53,9 @@ def check_result_file(path: Path, header: list[str], queries: list[str], candida
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("released")
-    summary = generate_demo_corpus(root, seed=7, n_train=40, n_text_queries=9, n_image_queries=8,
-                                   image_size=48)
+    summary = generate_demo_corpus(
+        root, seed=7, n_train=40, n_text_queries=9, n_image_queries=8, image_size=48
+    )
     return root, summary
 
 
@@ -74,12 +75,18 @@ def test_ingest_index_export(released, tmp_path):
     out = tmp_path / "results"
     export = run("export", "--out", str(out), home=home)
     assert export.returncode == 0, export.stderr
-    check_result_file(out / "result1.csv", ["text_id", "similarity_ranking", "result_image_id"],
-                      read_ids(root / "附件2" / "word_test.csv", "text_id"),
-                      set(read_ids(root / "附件2" / "image_data.csv", "image_id")))
-    check_result_file(out / "result2.csv", ["image_id", "similarity_ranking", "result_text_id"],
-                      read_ids(root / "附件3" / "image_test.csv", "image_id"),
-                      set(read_ids(root / "附件3" / "word_data.csv", "text_id")))
+    check_result_file(
+        out / "result1.csv",
+        ["text_id", "similarity_ranking", "result_image_id"],
+        read_ids(root / "附件2" / "word_test.csv", "text_id"),
+        set(read_ids(root / "附件2" / "image_data.csv", "image_id")),
+    )
+    check_result_file(
+        out / "result2.csv",
+        ["image_id", "similarity_ranking", "result_text_id"],
+        read_ids(root / "附件3" / "image_test.csv", "image_id"),
+        set(read_ids(root / "附件3" / "word_data.csv", "text_id")),
+    )
     for proc in (ingest, index, export):
         assert "Traceback" not in proc.stderr
 

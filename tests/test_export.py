@@ -26,10 +26,16 @@ def _publish(settings, n_candidates: int = 30, n_queries: int = 7) -> None:
         index_files.save_vectors(tmp, name, [f"{prefix}{i}" for i in range(n_candidates)], vectors)
         index_files.save_faiss(tmp, name, build_index(vectors)[0])
     # Query ids deliberately out of sorted order: the output must keep file order.
-    index_files.save_vectors(tmp, "text_queries", [f"W{9 - i}" for i in range(n_queries)],
-                             _unit(rng, n_queries))
-    index_files.save_vectors(tmp, "image_queries", [f"Q{i}.jpg" for i in range(n_queries)],
-                             _unit(rng, n_queries), errors=[""] * n_queries)
+    index_files.save_vectors(
+        tmp, "text_queries", [f"W{9 - i}" for i in range(n_queries)], _unit(rng, n_queries)
+    )
+    index_files.save_vectors(
+        tmp,
+        "image_queries",
+        [f"Q{i}.jpg" for i in range(n_queries)],
+        _unit(rng, n_queries),
+        errors=[""] * n_queries,
+    )
     index_files.publish_generation(settings.index_dir, tmp, {"model_id": "test", "model_spec": "test"})
 
 
@@ -50,7 +56,8 @@ def test_exported_files_pass_validation_and_are_utf8(settings, tmp_path):
     assert [p.name for p in paths] == ["result1.csv", "result2.csv"]
     raw = paths[0].read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf") and raw.decode("utf-8").startswith(
-        "text_id,similarity_ranking,result_image_id\n")
+        "text_id,similarity_ranking,result_image_id\n"
+    )
     assert len(raw.decode().splitlines()) == 1 + 7 * TOP_K
 
 
@@ -80,8 +87,12 @@ def test_validation_catches_each_broken_invariant(settings, tmp_path, corrupt, m
     loaded = index_files.load_current(settings.index_dir)
     path.write_text("\n".join(corrupt(_rows(path))) + "\n")
     with pytest.raises(TuwenError, match=message):
-        validate_result(path, task=RESULT1, query_ids=loaded.sets["text_queries"].ids,
-                        candidate_ids=loaded.sets["image_candidates"].ids)
+        validate_result(
+            path,
+            task=RESULT1,
+            query_ids=loaded.sets["text_queries"].ids,
+            candidate_ids=loaded.sets["image_candidates"].ids,
+        )
 
 
 def test_fewer_than_five_candidates_is_refused(settings, tmp_path):

@@ -25,8 +25,10 @@ def test_ingest_counts_and_names_every_missing_file(small_corpus, home, database
     settings = Settings(home=home, database_url=database_url)
     report = ingest(root=root, settings=settings, workers=1, progress=False)
     missing = {(p.image_id, p.status) for p in report.problems}
-    assert missing == {(summary["quirks"]["train_missing"], "missing"),
-                       (summary["quirks"]["query_missing"], "missing")}
+    assert missing == {
+        (summary["quirks"]["train_missing"], "missing"),
+        (summary["quirks"]["query_missing"], "missing"),
+    }
     assert all(str(root) in p.path for p in report.problems)
     assert report.mislabelled == 4  # GIF + PNG in 附件1, PNG in 附件2, GIF in 附件3
     assert report.encodings[str(root / "附件2" / "word_test.csv")] == "gb18030"
@@ -43,8 +45,9 @@ def test_multiline_caption_survives(small_corpus, settings):
     ingest(root=root, settings=settings, workers=1, progress=False)
     engine = store.make_engine(settings.store_url)
     with store.transaction(engine) as s:
-        captions = [c for i, c, _ in store.list_training_pairs(s)
-                    if i == summary["quirks"]["train_multiline_caption"]]
+        captions = [
+            c for i, c, _ in store.list_training_pairs(s) if i == summary["quirks"]["train_multiline_caption"]
+        ]
     assert captions and "\n第二行, with comma" in captions[0]
 
 
