@@ -30,6 +30,15 @@ CAPTIONS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models and small batches: one thread, so shared cores don't make OpenMP spin."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return create_model_and_transforms("tiny", device="cpu").model
@@ -236,3 +245,16 @@ def test_amp_step_on_cuda():
     images, texts = batch(8)
     loss = backward_step(model, [(images.cuda(), texts.cuda())], amp=amp, scaler=scaler)
     assert math.isfinite(loss) and model.visual.conv1.weight.grad is not None
+
+
+def test_trimming_padding_changes_nothing(tiny):
+    from training.data import trim_padding
+
+    images, texts = batch(8, seed=2)
+    trimmed = trim_padding(texts)
+    assert trimmed.shape[1] < texts.shape[1] and (texts[:, trimmed.shape[1] :] == 0).all()
+    tiny.eval()
+    with torch.no_grad():
+        full = tiny.encode_text(texts)
+        short = tiny.encode_text(trimmed)
+    torch.testing.assert_close(short, full, rtol=1e-4, atol=1e-5)

@@ -52,7 +52,10 @@ def register(sub, *, common) -> None:
         "--grad-checkpointing", action="store_true", default=None, help="less memory, ~30%% slower"
     )
     p.add_argument("--eval-every", type=int, help="also validate and checkpoint every N steps")
-    p.add_argument("--workers", type=int, help="image decoding processes (default min(4, CPUs))")
+    p.add_argument(
+        "--workers", type=int, help="image decoding processes (default: one per spare core, at most 4)"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for the model (default: cores minus workers)")
     p.add_argument("--resume", help="continue a run from its last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
@@ -110,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         model=model,
         out=out,
         workers=args.workers,
+        threads=args.threads,
         resume=args.resume,
         progress=not args.no_progress,
         echo=_say,

@@ -16,7 +16,7 @@ from training.train import TrainResult, train
 from tuwen.settings import Settings
 
 # Measured by bench/bench_train.py on the default demo corpus (1500 pairs); see its table.
-DEMO_SETTINGS = {"epochs": 30, "batch_size": 64, "lr": 2e-3, "warmup": 50, "val_fraction": 0.1, "seed": 0}
+DEMO_SETTINGS = {"epochs": 25, "batch_size": 64, "lr": 2e-3, "warmup": 50, "val_fraction": 0.1, "seed": 0}
 
 
 def train_demo(

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.encoder import Encoder
+from models.encoder import Encoder, default_workers
 from models.factory import LoadedModel, create_model_and_transforms
 from training.data import Pair, load_pairs, pairs_fingerprint, select_split
 from training.metrics import TOP_K, Rankings, metrics, rank
@@ -136,7 +135,7 @@ def evaluate(
     if not chosen:
         raise TuwenError(f"the {split!r} split is empty (val fraction {val_fraction}): nothing to evaluate")
     loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = workers if workers is not None else default_workers()
     features = encode_split(loaded, chosen, precision=precision, batch_size=batch_size, workers=workers)
     result, rankings = score(features)
     if predictions_out is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models.encoder import cpu_supports_bf16
+from models.encoder import cpu_supports_bf16, default_workers
 from models.factory import create_model_and_transforms, default_device
 from training import checkpoint
 from training.data import (
@@ -35,6 +35,7 @@ from training.data import (
     split_by_image,
     steps_per_epoch,
     train_transform,
+    trim_padding,
 )
 from training.evaluate import encode_split, score
 from training.loss import accum_loss, clamp_logit_scale, clip_loss
@@ -170,6 +171,7 @@ def train(
     grad_checkpointing: bool = False,
     eval_every: int | None = None,
     workers: int | None = None,
+    threads: int | None = None,
     resume: str | Path | None = None,
     stop_at_step: int | None = None,
     log_every: int = 1,
@@ -181,7 +183,47 @@ def train(
     ``lr=None`` scales a reference lr to the total batch (``batch_size × accum_freq``).
     ``eval_every`` adds a validation (and checkpoint) every N optimizer steps. ``stop_at_step``
     stops after that global step as an interruption would (the schedule still spans ``epochs``).
+    ``threads`` (CPU) defaults to the cores left over by the ``workers`` decoding images.
     """
+    kwargs = dict(locals())
+    kwargs["workers"] = workers if workers is not None else default_workers()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Spinning OpenMP threads that share cores with decoding workers (or other jobs) slow a step
+    # down several times over on small machines; measured 7x on 2 shared cores.
+    wanted = kwargs.pop("threads") or max(1, cores - kwargs["workers"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        return _train(**kwargs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    *,
+    settings: Settings,
+    model: str,
+    out: str | Path,
+    epochs: int,
+    batch_size: int,
+    lr: float | None,
+    warmup: int,
+    weight_decay: float,
+    accum_freq: int,
+    precision: str,
+    val_fraction: float,
+    seed: int,
+    augment: bool,
+    freeze_vision: bool,
+    grad_checkpointing: bool,
+    eval_every: int | None,
+    workers: int,
+    resume: str | Path | None,
+    stop_at_step: int | None,
+    log_every: int,
+    progress: bool,
+    echo: Callable[[str], None] | None,
+) -> TrainResult:
     say = echo or log.info
     started = time.perf_counter()
     _check_args(epochs=epochs, batch_size=batch_size, accum_freq=accum_freq, warmup=warmup, lr=lr)
@@ -267,13 +309,13 @@ def train(
     (out / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
 
     say(
-        f"training {loaded.arch.name} ({model}) on {device}, precision {amp.mode}: "
+        f"training {loaded.arch.name} ({model}) on {device}, precision {amp.mode}, "
+        f"{torch.get_num_threads()} threads + {workers} decoding workers: "
         f"{len(train_pairs)} train / {len(val_pairs)} val pairs, {spe} steps × {epochs} epochs, "
         f"total batch {batch_size * accum_freq}, lr {base_lr:.3g}"
         + ("" if lr_given else " (default for this batch)")
     )
     metrics_log = MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resumed else None)
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     last_path, best_path = out / "last.pt", out / "best.pt"
     val_records = [r for r in metrics_log.read() if r["kind"] == "val"]
     state = {"best_score": best_score, "best": _best_record(val_records, best_score)}
@@ -329,6 +371,7 @@ def train(
         plot_curves(metrics_log.read(), out / "curves.png")
         return record
 
+    pad_id = net.tokenizer.vocab["[PAD]"]
     step = start_step
     samples, compute_seconds = 0, 0.0
     stopped = False
@@ -358,6 +401,7 @@ def train(
                 micro = []
                 for _ in step_plan:
                     images, texts = next(batches)
+                    texts = trim_padding(texts, pad_id)
                     micro.append((images.to(device, non_blocking=True), texts.to(device, non_blocking=True)))
                 lr_now = cosine_lr(step, base_lr=base_lr, warmup=warmup, total_steps=total_steps)
                 set_lr(optimizer, lr_now)

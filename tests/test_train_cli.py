@@ -1,0 +1,90 @@
+"""``tuwen train`` → ``tuwen eval`` → ``tuwen index`` through the CLI's ``main`` (in-process: the
+console script is only ``main``, and each fresh interpreter costs seconds of imports)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuwen.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models and small batches: one thread, so shared cores don't make OpenMP spin."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(*args: str, home: Path, capfd) -> subprocess.CompletedProcess:
+    capfd.readouterr()
+    code = main([*args, "--home", str(home)])
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def test_train_eval_index_end_to_end(small_corpus, tmp_path, capfd):
+    root, _ = small_corpus
+    home = tmp_path / "home"
+    assert run("ingest", "--root", str(root), home=home, capfd=capfd).returncode == 0
+    run_dir = home / "runs" / "cli"
+    proc = run(
+        "train",
+        "--model", "tiny",
+        "--out", str(run_dir),
+        "--epochs", "1",
+        "--batch-size", "8",
+        "--val-fraction", "0.25",
+        "--workers", "1",
+        "--no-progress",
+        home=home,
+        capfd=capfd,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert Path(summary["best"]) == run_dir / "best.pt" and (run_dir / "last.pt").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["arch"] == "tiny"
+
+    preds = tmp_path / "preds"
+    proc = run(
+        "eval", "--model", str(run_dir / "best.pt"), "--predictions-out", str(preds), home=home, capfd=capfd
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"t2i", "i2t"} and all(set(v) == {"r1", "r5", "r10", "mr"} for v in result.values())
+    # the same split and weights as the run's own validation of best.pt: the same numbers
+    best = summary["best_metrics"]
+    for direction in ("t2i", "i2t"):
+        for key in ("r1", "r5", "r10", "mr"):
+            assert result[direction][key] == pytest.approx(best[direction][key], abs=1e-9)
+    assert {p.name for p in preds.iterdir()} >= {
+        "t2i_predictions.jsonl",
+        "t2i_ground_truth.jsonl",
+        "id_map.json",
+    }
+
+    proc = run("index", "--model", str(run_dir / "best.pt"), home=home, capfd=capfd)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "tiny", "--out", "R"], "no readable training pairs"),
+        (["train", "--out", "R"], "--model and --out are required"),
+        (["train", "--resume", "nowhere/last.pt"], "no such checkpoint"),
+        (["eval", "--model", "tiny"], "no readable training pairs"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, args, message, capfd):
+    proc = run(*[str(tmp_path / a) if a == "R" else a for a in args], home=tmp_path / "home", capfd=capfd)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
