@@ -11,7 +11,7 @@ the README loop's fp32 embeddings: minimum cosine, and the overlap of top-5 retr
 (texts retrieving images, and images retrieving texts) on the same queries.
 
     .venv/bin/python bench/bench_encode.py                       # ~2 min on 2 shared cores
-    .venv/bin/python bench/bench_encode.py --images 128 --texts 512 --chunks 8 --workers 1,0,2
+    .venv/bin/python bench/bench_encode.py --images 128 --chunks 8 --workers 1,0,2 --batch-size 16,64
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from common import header, median, table
 from photos import make_captions, make_photos
 from PIL import Image
 
-from models.encoder import CONTEXT_LENGTH, Encoder, default_workers
+from models.encoder import CONTEXT_LENGTH, IMAGE_BATCH, Encoder, default_workers
 from models.factory import LoadedModel, create_model_and_transforms
 
 
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--texts", type=int, default=192)
     ap.add_argument("--chunks", type=int, default=3, help="turns the methods take (ratios per turn)")
-    ap.add_argument("--batch-size", type=int, default=None, help="image batch (default: the encoder's)")
+    ap.add_argument("--batch-size", default="default", help="comma list of image batches for the fast rows")
     ap.add_argument("--text-batch", type=int, default=None, help="text batch (default: the encoder's)")
     ap.add_argument("--workers", default="auto", help="comma list of decode workers for the fast rows")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -137,20 +137,24 @@ def main() -> None:
         captions = make_captions(args.texts, seed=0)
         lm = create_model_and_transforms(args.model, device="cpu")
         fp32, auto = Encoder(lm, precision="fp32"), Encoder(lm, precision="auto")
-        img_kw = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        batches = [IMAGE_BATCH if b == "default" else int(b) for b in args.batch_size.split(",")]
         txt_kw = {} if args.text_batch is None else {"batch_size": args.text_batch}
         workers = [default_workers() if w == "auto" else int(w) for w in args.workers.split(",")]
         readme = "README loop (fp32, batch 1)"
 
         image_methods: dict[str, Callable[[list], np.ndarray]] = {
             readme: lambda chunk: readme_images(lm, chunk),
-            f"ours fp32 (workers {workers[0]})": lambda chunk: fp32.encode_image_files(
-                chunk, workers=workers[0], **img_kw
+            f"ours fp32 (batch {batches[0]}, workers {workers[0]})": lambda chunk: fp32.encode_image_files(
+                chunk, batch_size=batches[0], workers=workers[0]
             )[0],
         }
-        for w in workers:
-            name = f"ours {auto.precision} (workers {w})" + (" [default]" if w == workers[0] else "")
-            image_methods[name] = lambda chunk, w=w: auto.encode_image_files(chunk, workers=w, **img_kw)[0]
+        for b in batches:
+            for w in workers:
+                name = f"ours {auto.precision} (batch {b}, workers {w})"
+                name += " [default]" if (b, w) == (IMAGE_BATCH, default_workers()) else ""
+                image_methods[name] = lambda chunk, b=b, w=w: auto.encode_image_files(
+                    chunk, batch_size=b, workers=w
+                )[0]
         text_methods: dict[str, Callable[[list], np.ndarray]] = {
             readme: lambda chunk: readme_texts(lm, chunk),
             "ours fp32": lambda chunk: fp32.encode_texts(chunk, **txt_kw),

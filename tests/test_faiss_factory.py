@@ -85,7 +85,8 @@ def test_choose_factory_by_size_and_memory():
     assert choose_factory(50_000, 512) == "Flat"
     assert choose_factory(EXACT_LIMIT - 1, 512) == "Flat"
     assert choose_factory(200_000, 512, max_memory=8 << 30) == "IVF2048_HNSW32,Flat"
-    assert choose_factory(1_000_000, 512, max_memory=8 << 30) == "IVF4096_HNSW32,SQ8"
+    assert choose_factory(1_000_000, 512, max_memory=8 << 30) == "IVF4096_HNSW32,SQfp16"
+    assert choose_factory(1_000_000, 512, max_memory=768 << 20) == "IVF4096_HNSW32,SQ8"
     # a budget below one byte per dimension falls back to product quantization
     assert choose_factory(1_000_000, 512, max_memory=256 << 20) == "IVF4096_HNSW32,PQ16"
     # every choice is a string faiss can build
@@ -98,3 +99,12 @@ def test_ivf_lists_grow_with_sqrt_n_and_keep_enough_training_points():
     assert ivf_lists(100_000) == 1024
     assert ivf_lists(2_000) * 39 <= 2_000 * 1.3  # never far more lists than k-means can train
     assert ivf_lists(10**10) == 65536
+
+
+def test_uniform_data_gets_more_probes_not_a_premature_stop():
+    """Uniformly random vectors gain recall slowly from nearly zero: the tuner must keep probing."""
+    rng = np.random.default_rng(3)
+    corpus = rng.standard_normal((20_000, DIM)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    index, _ = build_index(corpus, factory="IVF128,Flat")
+    assert search_params(index)["nprobe"] >= 8
