@@ -26,7 +26,9 @@ Image.init()  # fills Image.MIME from every format plugin (empty until a plugin 
 )
 def get_image(image_id: str, session: SessionDep) -> FileResponse:
     """The bytes of a stored image, with the content type of its real format."""
-    record = store.get_image(session, image_id=image_id) if len(image_id) <= MAX_ID_CHARS else None
+    # longer than the column, or with a NUL (which PostgreSQL refuses in text): never a stored id
+    storable = len(image_id) <= MAX_ID_CHARS and "\x00" not in image_id
+    record = store.get_image(session, image_id=image_id) if storable else None
     if record is None:
         raise HTTPException(status_code=404, detail=f"unknown image id: {image_id[:100]!r}")
     path = Path(record.path)
