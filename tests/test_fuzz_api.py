@@ -129,3 +129,18 @@ def empty_store_client(database_url, tmp_path):
     """The app on an empty store of each backend, with no index (ids are looked up all the same)."""
     with TestClient(create_app(make_settings(tmp_path / "home", database_url=database_url))) as c:
         yield c
+
+
+BAD_K = ["abc", "5.5", "", "1e3", "-1", "0", "101", "99999999999999999999999", "٣"]
+
+
+@pytest.mark.parametrize("k", BAD_K, ids=[f"k={k!r}" for k in BAD_K])
+@pytest.mark.parametrize("path", ["/api/search/text", "/api/search/image", "/api/search/image-to-image"])
+def test_bad_k_is_a_documented_422_naming_k_on_every_search(open_app, candidate, path, k):
+    if path == "/api/search/text":
+        case = open_schema[path]["GET"].Case(query={"q": "黑色双肩包", "k": k})
+    else:
+        case = open_schema[path]["POST"].Case(query={"k": k}, body={"file": candidate[1]})
+    response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["query", "k"]]
