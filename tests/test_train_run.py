@@ -147,3 +147,39 @@ def test_bad_settings_are_clear_errors(ingested, tmp_path):
         train(settings=ingested, model="tiny", out=tmp_path / "x", progress=False, batch_size=0)
     with pytest.raises(TuwenError, match="no readable training pairs"):
         train(settings=Settings(home=tmp_path / "empty"), model="tiny", out=tmp_path / "x", progress=False)
+
+
+def test_a_real_arch_checkpoint_loads_with_cn_clips_load_from_name(tmp_path):
+    """Our checkpoint writer on RN50 (the smallest real arch), read back by cn_clip itself."""
+    from cn_clip.clip import load_from_name
+
+    from training.optim import make_optimizer
+
+    loaded = create_model_and_transforms("random:RN50", device="cpu")
+    optimizer = make_optimizer(loaded.model, lr=1e-5, weight_decay=0.001, arch="RN50")
+    path = checkpoint.save(
+        tmp_path / "best.pt",
+        payload=checkpoint.payload(
+            model=loaded.model,
+            optimizer=optimizer,
+            scaler=None,
+            epoch=1,
+            step=1,
+            name="rn50",
+            arch="RN50",
+            best_score=None,
+            train_config={"arch": "RN50"},
+        ),
+    )
+    theirs, preprocess = load_from_name(
+        str(path),
+        device="cpu",
+        vision_model_name="RN50",
+        text_model_name="RBT3-chinese",
+        input_resolution=224,
+    )
+    ours = loaded.model.state_dict()
+    for k, v in theirs.state_dict().items():
+        # cn_clip's create_model casts to fp16 before loading (then .float() on CPU): fp16 rounding
+        torch.testing.assert_close(v.float(), ours[k].float(), rtol=1e-3, atol=1e-5, msg=k)
+    assert preprocess.transforms[0].size == (224, 224)

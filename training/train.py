@@ -190,7 +190,7 @@ def train(
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # Spinning OpenMP threads that share cores with decoding workers (or other jobs) slow a step
     # down several times over on small machines; measured 7x on 2 shared cores.
-    wanted = kwargs.pop("threads") or max(1, cores - kwargs["workers"])
+    wanted = kwargs["threads"] = threads or max(1, cores - kwargs["workers"])
     previous = torch.get_num_threads()
     torch.set_num_threads(wanted)
     try:
@@ -218,6 +218,7 @@ def _train(
     grad_checkpointing: bool,
     eval_every: int | None,
     workers: int,
+    threads: int,
     resume: str | Path | None,
     stop_at_step: int | None,
     log_every: int,
@@ -282,6 +283,8 @@ def _train(
         "freeze_vision": freeze_vision,
         "grad_checkpointing": grad_checkpointing,
         "eval_every": eval_every,
+        "workers": workers,
+        "threads": threads,
         "steps_per_epoch": spe,
         "total_steps": total_steps,
         "train_pairs": len(train_pairs),
