@@ -66,9 +66,10 @@ def check_image(path: str) -> dict:
     if not os.path.isfile(path):
         return {**out, "status": store.STATUS_MISSING, "detail": "file not found"}
     try:
+        # the guarded decoder first: it refuses bombs before Pillow opens them and says what is wrong
+        open_image(path, draft_size=CHECK_SIZE)
         with Image.open(path) as img:
             out.update(format=img.format, width=img.width, height=img.height)
-        open_image(path, draft_size=CHECK_SIZE)
     except (ImageDecodeError, OSError, ValueError, SyntaxError) as exc:
         return {**out, "status": store.STATUS_UNREADABLE, "detail": str(exc) or type(exc).__name__}
     return out
