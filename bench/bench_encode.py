@@ -120,7 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="random:ViT-B-16")
     ap.add_argument("--images", type=int, default=48)
-    ap.add_argument("--texts", type=int, default=192)
+    ap.add_argument("--texts", type=int, default=96)
     ap.add_argument("--chunks", type=int, default=3, help="turns the methods take (ratios per turn)")
     ap.add_argument("--batch-size", default="default", help="comma list of image batches for the fast rows")
     ap.add_argument("--text-batch", type=int, default=None, help="text batch (default: the encoder's)")

@@ -58,7 +58,14 @@ def make_photos(folder: Path, n: int, *, seed: int = 0) -> list[Path]:
 
 
 def make_captions(n: int, *, seed: int = 0) -> list[str]:
-    """``n`` product captions of 5 to 35 characters, like the competition's."""
+    """``n`` distinct product captions of 5 to 35 characters, like the competition's.
+
+    Distinct, so that retrieval comparisons never hinge on the order of identical texts.
+    """
     rng = random.Random(seed)
     items = all_items()
-    return [caption(items[rng.randrange(len(items))], rng) + rng.choice(TAILS) for _ in range(n)]
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        text = caption(items[rng.randrange(len(items))], rng) + rng.choice(TAILS)
+        seen.setdefault(text if text not in seen else f"{text}，款式{len(seen)}", None)
+    return list(seen)
