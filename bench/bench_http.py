@@ -171,7 +171,7 @@ def main() -> None:
 
 def in_process(texts: list[str]) -> list[list[object]]:
     """The text tower alone, one query at a time: cn_clip's README way (fp32, padded to 52 tokens)
-    and the service's (Encoder default: bf16 where native, padding trimmed), in turns."""
+    and the service's (Encoder default: fp32 texts on CPU, padding trimmed), in turns."""
     import torch
     from cn_clip.clip import tokenize
 
@@ -189,7 +189,10 @@ def in_process(texts: list[str]) -> list[list[object]]:
         encoder.encode_texts([text])
 
     readme(texts[0]), ours(texts[0])
-    times: dict[str, list[float]] = {"README (fp32, 52 tokens)": [], f"service ({encoder.precision})": []}
+    times: dict[str, list[float]] = {
+        "README (fp32, 52 tokens)": [],
+        f"service ({encoder.text_precision}, trimmed)": [],
+    }
     for text in texts:
         for name, fn in zip(times, (readme, ours), strict=True):
             start = time.perf_counter()

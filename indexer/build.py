@@ -66,7 +66,7 @@ def index_corpus(
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     say(
         f"model {loaded.spec} ({loaded.arch.name}, {loaded.model_id}) on {loaded.device}, "
-        f"precision {encoder.precision}"
+        f"precision {encoder.precision} (texts {encoder.text_precision})"
     )
 
     tmp = index_files.new_generation_dir(settings.index_dir)
@@ -134,6 +134,7 @@ def index_corpus(
             "arch": loaded.arch.name,
             "embed_dim": loaded.embed_dim,
             "precision": encoder.precision,
+            "text_precision": encoder.text_precision,
             "index_factories": factories,
             "counts": counts,
             "created_at": time.time(),

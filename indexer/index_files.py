@@ -156,7 +156,7 @@ def load_generation(path: Path, *, with_queries: bool = True) -> LoadedIndex:
         if not (path / f"{name}.npy").is_file():
             continue
         ids = json.loads((path / f"{name}.ids.json").read_text(encoding="utf-8"))
-        vectors = np.load(path / f"{name}.npy")
+        vectors = np.load(path / f"{name}.npy", mmap_mode="r")  # paged in on use: 2 GB at 1M
         errors_file = path / f"{name}.errors.json"
         errors = json.loads(errors_file.read_text(encoding="utf-8")) if errors_file.is_file() else None
         index = faiss.read_index(str(path / f"{name}.faiss")) if name in CANDIDATE_SETS else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     home: Path = DEFAULT_HOME
     database_url: str | None = None
     device: str | None = None
+    # Query encoding in the service: "auto" = bf16 images / fp32 texts on CPUs with native bf16,
+    # fp16 on CUDA. "bf16" also runs texts in bf16: ~2x faster single queries, cosine 0.9998 to fp32
+    # but below the top-5 overlap bar in one bench run (bench/RESULTS.md).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     max_upload_mb: float = 10.0
     max_query_chars: int = 1000
     api_key: str | None = None

@@ -137,6 +137,6 @@ class ServiceState:
             loaded = create_model_and_transforms(
                 spec, device=self.settings.device, weights_dir=self.settings.weights_dir
             )
-            queries = QueryEncoder(Encoder(loaded))
+            queries = QueryEncoder(Encoder(loaded, precision=self.settings.precision))
         index.check_model(queries.model_id)
         return Generation(name=name, index=index, queries=queries, loaded_at=time.time())
