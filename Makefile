@@ -8,7 +8,7 @@ DEMO_HOME ?= demo-home
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test install lint format browser clean bench
+.PHONY: demo test install lint format browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,6 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-
-bench: install
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache
