@@ -222,47 +222,32 @@ def ingest(
             )
         )
 
-    if "附件2" in parts:
-        folder = parts["附件2"]
-        table = read_csv(folder / "word_test.csv", required=["text_id", "caption"])
+    for part, text_csv, text_collection, text_label, image_csv, image_collection, image_label in (
+        ("附件2", "word_test.csv", store.TEXT_QUERIES, "text queries",
+         "image_data.csv", store.IMAGE_CANDIDATES, "candidate images"),
+        ("附件3", "word_data.csv", store.TEXT_CANDIDATES, "candidate texts",
+         "image_test.csv", store.IMAGE_QUERIES, "image queries"),
+    ):  # fmt: skip
+        if part not in parts:
+            continue
+        folder = parts[part]
+        table = read_csv(folder / text_csv, required=["text_id", "caption"])
         report.encodings[str(table.path)] = table.encoding
-        queries = _text_rows(table, report)
+        texts = _text_rows(table, report)
         images = _check_images(
-            _image_list(folder / "image_data.csv", folder / "ImageData", report),
+            _image_list(folder / image_csv, folder / "ImageData", report),
             folder / "ImageData",
-            store.IMAGE_CANDIDATES,
+            image_collection,
             report,
             workers,
             progress,
         )
-        report.counts["text queries (附件2)"] = len(queries)
-        report.counts["candidate images (附件2)"] = len(images)
+        report.counts[f"{text_label} ({part})"] = len(texts)
+        report.counts[f"{image_label} ({part})"] = len(images)
         writes.append(
-            lambda s, q=queries, i=images: (
-                store.replace_texts(s, collection=store.TEXT_QUERIES, rows=q),
-                store.replace_images(s, collection=store.IMAGE_CANDIDATES, rows=i),
-            )
-        )
-
-    if "附件3" in parts:
-        folder = parts["附件3"]
-        table = read_csv(folder / "word_data.csv", required=["text_id", "caption"])
-        report.encodings[str(table.path)] = table.encoding
-        candidates = _text_rows(table, report)
-        images = _check_images(
-            _image_list(folder / "image_test.csv", folder / "ImageData", report),
-            folder / "ImageData",
-            store.IMAGE_QUERIES,
-            report,
-            workers,
-            progress,
-        )
-        report.counts["candidate texts (附件3)"] = len(candidates)
-        report.counts["image queries (附件3)"] = len(images)
-        writes.append(
-            lambda s, c=candidates, i=images: (
-                store.replace_texts(s, collection=store.TEXT_CANDIDATES, rows=c),
-                store.replace_images(s, collection=store.IMAGE_QUERIES, rows=i),
+            lambda s, t=texts, i=images, tc=text_collection, ic=image_collection: (
+                store.replace_texts(s, collection=tc, rows=t),
+                store.replace_images(s, collection=ic, rows=i),
             )
         )
 
