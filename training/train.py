@@ -78,7 +78,8 @@ class Amp:
 
     @property
     def encoder_precision(self) -> str:
-        return {"amp": "fp16", "bf16": "bf16", "fp32": "fp32"}[self.mode]
+        """Validate as `tuwen eval` and `tuwen index` encode by default, so their numbers agree."""
+        return "fp32" if self.mode == "fp32" else "auto"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
