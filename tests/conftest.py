@@ -68,3 +68,22 @@ def database_url(request, tmp_path) -> str:
     url, schema = _postgres_schema_url()
     yield url
     _drop_schema(schema)
+
+
+@pytest.fixture(scope="module")
+def built_settings(small_corpus, tmp_path_factory) -> Settings:
+    """Settings of a home with the small corpus ingested and indexed with ``tiny`` (built once)."""
+    from test_service_fixtures import shared_build
+
+    return shared_build(small_corpus, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(built_settings):
+    """A TestClient of the app serving ``built_settings``, started once per module."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(built_settings)) as c:
+        yield c

@@ -7,23 +7,12 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
-from test_service_fixtures import encoder_for, expected_top, image_vector, read, shared_build
+from test_service_fixtures import encoder_for, expected_top, image_vector, read
 
 from app.main import create_app
 from indexer import store
 from indexer.export import export_results
 from indexer.index_files import load_current
-
-
-@pytest.fixture(scope="module")
-def built_settings(small_corpus, tmp_path_factory):
-    return shared_build(small_corpus, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(built_settings):
-    with TestClient(create_app(built_settings)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

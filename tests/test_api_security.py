@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from test_service_fixtures import make_settings, shared_build
+from test_service_fixtures import make_settings
 
 from app.main import create_app
 from tuwen import TuwenError
 
 KEY = "s3cret-test-key"
 RELOAD = "/api/admin/reload"
-
-
-@pytest.fixture(scope="module")
-def built_settings(small_corpus, tmp_path_factory):
-    return shared_build(small_corpus, tmp_path_factory)
 
 
 def client_for(built, **overrides) -> TestClient:

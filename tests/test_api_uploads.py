@@ -17,24 +17,12 @@ from test_service_fixtures import (
     image_bytes,
     image_vector,
     make_settings,
-    shared_build,
 )
 
 from app.core.uploads import UploadLimitMiddleware
 from app.main import create_app
 
 SEARCH = "/api/search/image"
-
-
-@pytest.fixture(scope="module")
-def built_settings(small_corpus, tmp_path_factory):
-    return shared_build(small_corpus, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(built_settings):
-    with TestClient(create_app(built_settings)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

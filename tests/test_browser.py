@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_service_fixtures import read, shared_build
+from test_service_fixtures import read
 
 from indexer import store
 
@@ -21,11 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def built_settings(small_corpus, tmp_path_factory):
-    return shared_build(small_corpus, tmp_path_factory)
 
 
 def free_port() -> int:
