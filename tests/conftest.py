@@ -87,3 +87,25 @@ def client(built_settings):
 
     with TestClient(create_app(built_settings)) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models and small batches: one torch thread, so shared cores don't make OpenMP spin."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ingested(small_corpus, tmp_path_factory) -> Settings:
+    """Settings of a home with the small corpus ingested (no index)."""
+    from indexer.ingest import ingest
+
+    root, _ = small_corpus
+    settings = Settings(home=tmp_path_factory.mktemp("ingested-home"))
+    ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
+    return settings

@@ -9,31 +9,11 @@ from pathlib import Path
 
 import cn_clip
 import pytest
-import torch
 
-from indexer.ingest import ingest
 from training.evaluate import evaluate
-from tuwen.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 CN_CLIP_EVAL = Path(cn_clip.__file__).parent / "eval"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models and small batches: one thread, so shared cores don't make OpenMP spin."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def ingested(small_corpus, tmp_path_factory) -> Settings:
-    root, _ = small_corpus
-    settings = Settings(home=tmp_path_factory.mktemp("eval-home"))
-    ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
-    return settings
 
 
 def cn_clip_score(script: str, truth: Path, predictions: Path, tmp_path: Path) -> dict:

@@ -8,20 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from tuwen.cli import main
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models and small batches: one thread, so shared cores don't make OpenMP spin."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def run(*args: str, home: Path, capfd) -> subprocess.CompletedProcess:

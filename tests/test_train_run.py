@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from indexer.ingest import ingest
 from models.factory import create_model_and_transforms
 from training import checkpoint
 from training.train import train
@@ -24,14 +23,6 @@ RUN = {
     "precision": "fp32",
     "workers": 0,
 }
-
-
-@pytest.fixture(scope="module")
-def ingested(small_corpus, tmp_path_factory) -> Settings:
-    root, _ = small_corpus
-    settings = Settings(home=tmp_path_factory.mktemp("train-home"))
-    ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
-    return settings
 
 
 @pytest.fixture(scope="module")
