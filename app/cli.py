@@ -7,7 +7,7 @@ import ctypes
 import os
 import sys
 
-from tuwen.settings import Settings
+from common.settings import Settings
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 MALLOC_ARENAS = 2
@@ -23,7 +23,7 @@ def register(sub, *, common) -> None:
 
 
 def _serve(args) -> int:
-    from tuwen.settings import get_settings
+    from common.settings import get_settings
 
     serve(settings=get_settings(args.home), host=args.host, port=args.port)
     return 0

@@ -18,8 +18,8 @@ from app.api.main import api_router
 from app.core.security import document_search_key
 from app.core.state import ServiceState
 from app.core.uploads import UploadLimitMiddleware
-from tuwen import TuwenError
-from tuwen.settings import Settings, get_settings
+from common.errors import TuwenError
+from common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"

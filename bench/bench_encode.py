@@ -22,16 +22,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
+import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
 import numpy as np
 import torch
 from cn_clip.clip import tokenize
-from common import header, median, table
+from harness import header, median, table
 from photos import make_captions, make_photos
 from PIL import Image
 
-from models.encoder import CONTEXT_LENGTH, IMAGE_BATCH, Encoder, default_workers
+from common.runtime import decode_workers
+from models.encoder import IMAGE_BATCH, Encoder
 from models.factory import LoadedModel, create_model_and_transforms
+from models.tokens import CONTEXT_LENGTH
 
 
 def readme_images(lm: LoadedModel, paths: list[Path]) -> np.ndarray:
@@ -139,7 +141,7 @@ def main() -> None:
         fp32, auto = Encoder(lm, precision="fp32"), Encoder(lm, precision="auto")
         batches = [IMAGE_BATCH if b == "default" else int(b) for b in args.batch_size.split(",")]
         txt_kw = {} if args.text_batch is None else {"batch_size": args.text_batch}
-        workers = [default_workers() if w == "auto" else int(w) for w in args.workers.split(",")]
+        workers = [decode_workers() if w == "auto" else int(w) for w in args.workers.split(",")]
         readme = "README loop (fp32, batch 1)"
 
         image_methods: dict[str, Callable[[list], np.ndarray]] = {
@@ -151,7 +153,7 @@ def main() -> None:
         for b in batches:
             for w in workers:
                 name = f"ours {auto.precision} (batch {b}, workers {w})"
-                name += " [default]" if (b, w) == (IMAGE_BATCH, default_workers()) else ""
+                name += " [default]" if (b, w) == (IMAGE_BATCH, decode_workers()) else ""
                 image_methods[name] = lambda chunk, b=b, w=w: auto.encode_image_files(
                     chunk, batch_size=b, workers=w
                 )[0]

@@ -18,16 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path)
+import harness  # noqa: F401  (sys.path)
 import numpy as np
 from bench_search import make_data
-from common import header, table
+from harness import header, table
 
+from common.settings import Settings
 from indexer import index_files
 from indexer.export import RESULT1, RESULT2, TOP_K, write_result
 from indexer.faiss_factory import build_index
 from indexer.index_files import load_current
-from tuwen.settings import Settings
 
 
 def write_generation(index_dir: Path, n_candidates: int, n_queries: int) -> dict[str, np.ndarray]:

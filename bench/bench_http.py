@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
+import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
 import httpx
 from bench_search import make_data
-from common import ROOT, header, table
+from harness import ROOT, header, table
 from photos import make_captions
 
 from indexer import index_files
@@ -175,8 +175,9 @@ def in_process(texts: list[str]) -> list[list[object]]:
     import torch
     from cn_clip.clip import tokenize
 
-    from models.encoder import CONTEXT_LENGTH, Encoder
+    from models.encoder import Encoder
     from models.factory import create_model_and_transforms
+    from models.tokens import CONTEXT_LENGTH
 
     loaded = create_model_and_transforms(MODEL, device="cpu")
     encoder = Encoder(loaded)

@@ -28,11 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
+import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
 import httpx
 import numpy as np
 from bench_http import free_port, wait_ready
-from common import ROOT, header, table
+from harness import ROOT, header, table
 from photos import make_captions, make_photos
 
 TEXT, IMAGE, IMAGE2IMAGE = "GET /api/search/text", "POST /api/search/image", "POST /api/search/image-to-image"
@@ -51,10 +51,10 @@ class Record:
 
 def build_home(home: Path, work: Path, *, model: str, candidates_per_item: int) -> str:
     """Demo corpus -> store -> index generation in ``home``; a one-line description of it."""
+    from common.settings import Settings
     from indexer.build import index_corpus
     from indexer.demo_corpus import generate_demo_corpus
     from indexer.ingest import ingest
-    from tuwen.settings import Settings
 
     settings = Settings(home=home, database_url=None, api_key=None, require_key_for_search=False)
     generate_demo_corpus(

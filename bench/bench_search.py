@@ -25,10 +25,10 @@ import os
 import tempfile
 import time
 
-import common  # noqa: F401  (sys.path)
 import faiss
+import harness  # noqa: F401  (sys.path)
 import numpy as np
-from common import header, median, table
+from harness import header, median, table
 
 from indexer.faiss_factory import build_index, search_params
 

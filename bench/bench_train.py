@@ -25,15 +25,74 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
-from common import ROOT, header, median, table
+import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
+from harness import ROOT, header, median, table
+
+
+def demo_query_recall(*, settings, model: str, data_root: str | Path, k: int = 5) -> dict[str, float]:
+    """R@k (0-1) of the demo's query texts against candidate images and of its query images against
+    candidate texts, judged by ``ground_truth.json`` (same garment, colour and pattern)."""
+    import numpy as np
+
+    from indexer import store
+    from models.encoder import Encoder
+    from models.factory import create_model_and_transforms
+    from training.metrics import topk
+
+    truth = json.loads((Path(data_root) / "ground_truth.json").read_text(encoding="utf-8"))
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            cand_images = [
+                r
+                for r in store.list_images(session, collection=store.IMAGE_CANDIDATES)
+                if r.status == store.STATUS_OK
+            ]
+            query_images = [
+                r
+                for r in store.list_images(session, collection=store.IMAGE_QUERIES)
+                if r.status == store.STATUS_OK
+            ]
+            cand_texts = store.list_texts(session, collection=store.TEXT_CANDIDATES)
+            query_texts = store.list_texts(session, collection=store.TEXT_QUERIES)
+    finally:
+        engine.dispose()
+    encoder = Encoder(
+        create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
+    )
+    out = {}
+    for name, queries, candidates, encode_q, encode_c, gold in (
+        (
+            "t2i",
+            [t.text_id for t in query_texts],
+            [r.image_id for r in cand_images],
+            lambda: encoder.encode_texts([t.caption for t in query_texts]),
+            lambda: encoder.encode_image_files([r.path for r in cand_images], workers=0)[0],
+            truth["text_queries"],
+        ),
+        (
+            "i2t",
+            [r.image_id for r in query_images],
+            [t.text_id for t in cand_texts],
+            lambda: encoder.encode_image_files([r.path for r in query_images], workers=0)[0],
+            lambda: encoder.encode_texts([t.caption for t in cand_texts]),
+            truth["image_queries"],
+        ),
+    ):
+        top = topk(encode_q(), encode_c(), k)
+        hits = [
+            bool(set(gold.get(q, [])) & {candidates[j] for j in row})
+            for q, row in zip(queries, top, strict=True)
+        ]
+        out[name] = float(np.mean(hits)) if hits else 0.0
+    return out
 
 
 def part_demo(home: Path) -> tuple[list, dict]:
+    from common.settings import Settings
     from indexer.demo_corpus import generate_demo_corpus
     from indexer.ingest import ingest
-    from training.demo import DEMO_SETTINGS, demo_query_recall, train_demo
-    from tuwen.settings import Settings
+    from training.demo import DEMO_SETTINGS, train_demo
 
     data = home / "demo-data"
     generate_demo_corpus(data)
@@ -67,8 +126,8 @@ def part_demo(home: Path) -> tuple[list, dict]:
 
 def part_vit_smoke(home: Path, steps: int, batch: int) -> dict:
     """Runs in its own process so that max RSS is this run's alone."""
+    from common.settings import Settings
     from training.train import train
-    from tuwen.settings import Settings
 
     started = time.perf_counter()
     result = train(
@@ -97,11 +156,12 @@ def plain_loop(home: Path, *, batch: int, steps: int, threads: int) -> list[floa
     import torch.nn.functional as F
     from cn_clip.clip import tokenize
 
+    from common.precision import resolve_precision
+    from common.settings import Settings
     from models.factory import create_model_and_transforms
     from models.imageio import open_image
     from training.data import load_pairs
-    from training.train import Amp, resolve_precision
-    from tuwen.settings import Settings
+    from training.train import Amp
 
     torch.set_num_threads(threads)
     loaded = create_model_and_transforms("random:ViT-B-16", device="cpu")
@@ -130,8 +190,8 @@ def plain_loop(home: Path, *, batch: int, steps: int, threads: int) -> list[floa
 
 
 def part_throughput(home: Path, *, batch: int, steps: int) -> dict:
+    from common.settings import Settings
     from training.train import train
-    from tuwen.settings import Settings
 
     result = train(
         settings=Settings(home=home),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -11,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import TuwenError
+from common.runtime import decode_workers
+from common.settings import Settings
 from indexer import index_files, store
 from indexer.faiss_factory import build_index
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def index_corpus(
         )
     loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
     encoder = Encoder(loaded, precision=precision)
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = decode_workers(workers)
     say(
         f"model {loaded.spec} ({loaded.arch.name}, {loaded.model_id}) on {loaded.device}, "
         f"precision {encoder.precision} (texts {encoder.text_precision})"

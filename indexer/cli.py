@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-
-def _echo(line: str) -> None:
-    print(line, file=sys.stderr)
+from common.console import say
+from common.precision import PRECISIONS
 
 
 def _settings(args):
-    from tuwen.settings import get_settings
+    from common.settings import get_settings
 
     return get_settings(args.home)
 
@@ -28,7 +26,7 @@ def _demo_data(args) -> int:
 def _ingest(args) -> int:
     from indexer.ingest import ingest
 
-    ingest(root=args.root, settings=_settings(args), workers=args.workers, echo=_echo)
+    ingest(root=args.root, settings=_settings(args), workers=args.workers, echo=say)
     return 0
 
 
@@ -42,7 +40,7 @@ def _index(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         index_factory=args.index_factory,
-        echo=_echo,
+        echo=say,
     )
     return 0
 
@@ -50,7 +48,7 @@ def _index(args) -> int:
 def _export(args) -> int:
     from indexer.export import export_results
 
-    export_results(settings=_settings(args), out=args.out, echo=_echo)
+    export_results(settings=_settings(args), out=args.out, echo=say)
     return 0
 
 
@@ -75,7 +73,7 @@ def register(sub, *, common) -> None:
         required=True,
         help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
     )
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="image decode processes")
     p.add_argument(

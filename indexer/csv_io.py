@@ -10,7 +10,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 
 @dataclass

@@ -17,9 +17,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from common.errors import TuwenError
+from common.settings import Settings
 from indexer.index_files import LoadedIndex, load_current
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 TOP_K = 5
 CHUNK = 4096

@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 CANDIDATE_SETS = ("image_candidates", "text_candidates")
 QUERY_SETS = ("text_queries", "image_queries")

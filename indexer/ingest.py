@@ -17,11 +17,12 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from common.errors import TuwenError
+from common.runtime import check_workers
+from common.settings import Settings
 from indexer import store
 from indexer.csv_io import CsvTable, read_csv
 from models.imageio import ImageDecodeError, open_image
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 log = logging.getLogger(__name__)
 CHECK_SIZE = (64, 64)  # JPEG draft scale: enough to prove the file decodes, far cheaper
@@ -193,7 +194,7 @@ def ingest(
     parts = {name: root / name for name in ("附件1", "附件2", "附件3") if (root / name).is_dir()}
     if not parts:
         raise TuwenError(f"{root}: none of 附件1/ 附件2/ 附件3/ is there")
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = check_workers(workers)
     report = IngestReport()
     writes: list[Callable[[store.Session], None]] = []
 

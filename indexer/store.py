@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 # Collections, named after what they are in the competition layout.
 TRAIN_IMAGES = "train"  # 附件1/ImageData

@@ -14,49 +14,24 @@ Where the time goes on a CPU, and what this file does about it (measured in
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from cn_clip.clip import tokenize
 from cn_clip.clip.model import ModifiedResNet
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.precision import autocast, resolve_precision
+from common.runtime import decode_workers
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
+from models.tokens import token_lengths, tokenize_texts
 
-CONTEXT_LENGTH = 52
-PAD_ID = 0  # "[PAD]" in cn_clip's vocabulary; encode_text masks it out
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TEXT_BATCH = 64
 IMAGE_BATCH = 16  # on CPU larger batches are no faster per image, and the first batch waits longer
-
-
-def cpu_supports_bf16() -> bool:
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` picks fp16 autocast on CUDA, bf16 autocast on CPUs with native bf16, else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def default_workers() -> int:
-    """Decode processes: one per spare core; with 2 cores one is enough to keep ahead of the model."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores - 1))
 
 
 class _ImageFiles(Dataset):
@@ -96,11 +71,7 @@ class Encoder:
         return self.loaded.model_id
 
     def _autocast(self, precision: str | None = None):
-        precision = precision or self.precision
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(precision or self.precision, self.device)
 
     def _finish(self, features: torch.Tensor) -> np.ndarray:
         features = features.float()
@@ -121,8 +92,8 @@ class Encoder:
         out = np.zeros((len(texts), self.loaded.embed_dim), dtype=np.float32)
         if not len(texts):
             return out
-        tokens = tokenize(list(texts), CONTEXT_LENGTH)
-        lengths = tokens.ne(PAD_ID).sum(dim=1)
+        tokens = tokenize_texts(texts)
+        lengths = token_lengths(tokens)
         # Longest first: each batch holds texts of similar length, and memory peaks at the start.
         order = torch.argsort(lengths, descending=True, stable=True)
         starts = range(0, len(texts), batch_size)
@@ -153,7 +124,7 @@ class Encoder:
         A file that cannot be decoded gets a zero row; callers decide the fallback.
         ``workers=0`` decodes in this process (no overlap); ``None`` picks from the core count.
         """
-        workers = default_workers() if workers is None else workers
+        workers = decode_workers(workers)
         dataset = _ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
         loader = DataLoader(
             dataset,

@@ -10,7 +10,6 @@ Specs (weight sources are kept apart from architectures, as open_clip does):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -22,8 +21,10 @@ import torch
 from cn_clip.clip import image_transform
 from cn_clip.clip.model import CLIP
 
+from common.errors import TuwenError
+from common.runs import read_run_config
+from common.settings import get_settings
 from models.registry import ARCHS, HF_ORG, OFFICIAL_NAMES, ArchSpec, arch_by_struct
-from tuwen import TuwenError
 
 log = logging.getLogger(__name__)
 RANDOM_SEED = 0
@@ -94,8 +95,11 @@ def _arch_or_error(name: str) -> ArchSpec:
 
 
 def official_weights(arch: ArchSpec, *, weights_dir: str | Path | None) -> Path:
-    """The official checkpoint in ``weights_dir``, downloaded there first if online."""
-    folder = Path(weights_dir or Path("~/.cache/clip")).expanduser()
+    """The official checkpoint in ``weights_dir``, downloaded there first if online.
+
+    The default folder is the settings' (``$TUWEN_HOME/weights``), the one every command uses.
+    """
+    folder = Path(weights_dir).expanduser() if weights_dir else get_settings().weights_dir
     target = folder / arch.weights_file
     if target.is_file():
         return target
@@ -151,12 +155,9 @@ def checkpoint_arch(checkpoint: dict, state_dict: dict, path: Path) -> ArchSpec:
 
 
 def _run_config_arch(path: Path) -> str | None:
-    config = path.parent / "config.json"
-    if not config.is_file():
-        return None
     try:
-        return json.loads(config.read_text()).get("arch")
-    except (ValueError, AttributeError):
+        return read_run_config(path).get("arch")
+    except TuwenError:  # a broken config.json: the weights' shapes still tell the architecture
         return None
 
 

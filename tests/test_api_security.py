@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from test_service_fixtures import make_settings
 
 from app.main import create_app
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 KEY = "s3cret-test-key"
 RELOAD = "/api/admin/reload"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import Settings
 from indexer import index_files, store
 from indexer.build import index_corpus
 from indexer.ingest import ingest
-from tuwen.settings import Settings
 
 TUWEN = str(Path(sys.executable).parent / "tuwen")
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import TuwenError
 from indexer.csv_io import read_csv
-from tuwen import TuwenError
 
 CONTENT = 'text_id,caption\nWord-1,红色条纹连衣裙\nWord-2,"一件蓝色衬衫，\n第二行, 有逗号"\n'
 

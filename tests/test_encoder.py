@@ -8,8 +8,11 @@ import torch
 from cn_clip.clip import tokenize
 from PIL import Image
 
-from models.encoder import CONTEXT_LENGTH, Encoder, cpu_supports_bf16, resolve_precision
+from common.errors import TuwenError
+from common.precision import cpu_supports_bf16, resolve_precision
+from models.encoder import Encoder
 from models.factory import create_model_and_transforms
+from models.tokens import CONTEXT_LENGTH
 
 CAPTIONS = [
     "红色条纹连衣裙",
@@ -63,7 +66,7 @@ def _reference_texts(loaded, texts: list[str]) -> np.ndarray:
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it():
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(TuwenError, match="precision"):
         resolve_precision("int4", torch.device("cpu"))
 
 

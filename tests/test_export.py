@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from common.errors import TuwenError
 from indexer import index_files
 from indexer.export import RESULT1, RESULT2, TOP_K, export_results, top_k, validate_result
 from indexer.faiss_factory import build_index
-from tuwen import TuwenError
 
 
 def _unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from common.errors import TuwenError
+from common.settings import Settings
 from indexer import store
 from indexer.ingest import ingest
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 
 def _store_counts(settings: Settings) -> dict[str, int]:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import TuwenError
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms, infer_arch, official_weights
 from models.registry import ARCHS
-from tuwen import TuwenError
 
 
 @pytest.fixture(scope="module")

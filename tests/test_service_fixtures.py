@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.settings import Settings
 from indexer.build import index_corpus
 from indexer.ingest import ingest
 from models.encoder import Encoder
 from models.factory import build_model, create_model_and_transforms
 from models.imageio import open_image
 from models.registry import ARCHS
-from tuwen.settings import Settings
 
 _BUILT: dict[str, Settings] = {}
 

@@ -27,10 +27,10 @@ from test_service_fixtures import (
 
 from app.core.state import ServiceState
 from app.main import create_app
+from common.errors import TuwenError
 from indexer.build import index_corpus
 from indexer.index_files import CURRENT, current_generation
 from indexer.ingest import ingest
-from tuwen import TuwenError
 from tuwen.cli import main as tuwen_main
 
 QUERY = "黑色皮质双肩包"

@@ -11,12 +11,13 @@ import torch
 from cn_clip.clip import tokenize
 from cn_clip.training.scheduler import cosine_lr as cn_clip_cosine_lr
 
+from common.precision import cpu_supports_bf16, resolve_precision
 from models.factory import create_model_and_transforms
 from training.data import Pair, epoch_plan, split_by_image, steps_per_epoch
 from training.loss import LOGIT_SCALE_MAX, clamp_logit_scale, clip_loss
 from training.metrics import at_chance, metrics, rank
 from training.optim import cosine_lr, default_lr, make_optimizer, param_groups
-from training.train import Amp, backward_step, resolve_precision
+from training.train import Amp, backward_step
 
 CAPTIONS = [
     "红色条纹连衣裙",
@@ -221,8 +222,6 @@ def test_recall_and_chance_detection():
 
 
 def test_precision_choice_on_this_machine():
-    from models.encoder import cpu_supports_bf16
-
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
@@ -233,8 +232,9 @@ def test_precision_choice_on_this_machine():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_amp_step_on_cuda():
     model = create_model_and_transforms("tiny", device="cuda").model.train()
-    assert resolve_precision("auto", torch.device("cuda")) == "amp"
-    amp = Amp("amp", torch.device("cuda"))
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    amp = Amp("fp16", torch.device("cuda"))
+    assert amp.uses_grad_scaler
     scaler = torch.amp.GradScaler("cuda")
     images, texts = batch(8)
     loss = backward_step(model, [(images.cuda(), texts.cuda())], amp=amp, scaler=scaler)
@@ -242,7 +242,7 @@ def test_amp_step_on_cuda():
 
 
 def test_trimming_padding_changes_nothing(tiny):
-    from training.data import trim_padding
+    from models.tokens import trim_padding
 
     images, texts = batch(8, seed=2)
     trimmed = trim_padding(texts)

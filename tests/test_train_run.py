@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from common.settings import Settings
 from models.factory import create_model_and_transforms
 from training import checkpoint
 from training.train import train
-from tuwen.settings import Settings
 
 pytestmark = pytest.mark.slow
 RUN = {
@@ -130,7 +130,7 @@ def test_chance_warning_after_first_epoch(ingested, tmp_path):
 
 
 def test_bad_settings_are_clear_errors(ingested, tmp_path):
-    from tuwen import TuwenError
+    from common.errors import TuwenError
 
     with pytest.raises(TuwenError, match="val-fraction"):
         train(settings=ingested, model="tiny", out=tmp_path / "x", progress=False, val_fraction=1.5)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from common.precision import PRECISIONS
+
 # Defaults of ``tuwen train``; on --resume the run's config.json replaces them, flags still win.
 TRAIN_DEFAULTS = {
     "epochs": 3,
@@ -43,7 +45,11 @@ def register(sub, *, common) -> None:
         "--weight-decay", type=float, help="AdamW decay (not on norms, biases, logit scale); 0.001"
     )
     p.add_argument("--accum-freq", type=int, help="micro-batches per step, all of them negatives; default 1")
-    p.add_argument("--precision", choices=["auto", "amp", "bf16", "fp32"], help="default auto (amp on CUDA)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16", "amp"],
+        help="default auto (fp16 + GradScaler on CUDA, bf16 on CPUs that have it); amp = auto",
+    )
     p.add_argument("--val-fraction", type=float, help="share of images held out for validation; 0.1")
     p.add_argument("--seed", type=int, help="split, batch order and init of dropout; default 0")
     p.add_argument("--augment", action="store_true", default=None, help="cn_clip's AutoAugment on images")
@@ -71,7 +77,7 @@ def register(sub, *, common) -> None:
     e.add_argument("--predictions-out", help="folder for cn_clip-format prediction and ground-truth jsonl")
     e.add_argument("--val-fraction", type=float, help="default: the run's config.json, else 0.1")
     e.add_argument("--seed", type=int, help="default: the run's config.json, else 0")
-    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    e.add_argument("--precision", default="auto", choices=PRECISIONS)
     e.add_argument("--workers", type=int)
     e.set_defaults(handler=_eval)
 
@@ -80,14 +86,12 @@ def _resume_defaults(resume: str | None) -> tuple[dict, dict]:
     """(saved hyper-parameters, saved run info) of the run being resumed."""
     if not resume:
         return {}, {}
-    from tuwen import TuwenError
+    from common.errors import TuwenError
+    from common.runs import read_run_config
 
-    config_path = Path(resume).expanduser().parent / "config.json"
     if not Path(resume).expanduser().is_file():
         raise TuwenError(f"--resume {resume}: no such checkpoint")
-    if not config_path.is_file():
-        return {}, {}
-    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    saved = read_run_config(resume)
     hyper = {k: saved[k] for k in TRAIN_DEFAULTS if k in saved}
     if not saved.get("lr_given", True):
         hyper["lr"] = None  # recompute from the batch, as the run did
@@ -95,9 +99,10 @@ def _resume_defaults(resume: str | None) -> tuple[dict, dict]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from common.console import say
+    from common.errors import TuwenError
+    from common.settings import get_settings
     from training.train import train
-    from tuwen import TuwenError
-    from tuwen.settings import get_settings
 
     hyper, saved = _resume_defaults(args.resume)
     chosen = {
@@ -116,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads,
         resume=args.resume,
         progress=not args.no_progress,
-        echo=_say,
+        echo=say,
         **chosen,
     )
     summary = {
@@ -132,8 +137,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from common.settings import get_settings
     from training.evaluate import evaluate
-    from tuwen.settings import get_settings
 
     result = evaluate(
         settings=get_settings(args.home),
@@ -147,9 +152,3 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result, indent=1))
     return 0
-
-
-def _say(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr, flush=True)

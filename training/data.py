@@ -13,15 +13,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from cn_clip.clip import tokenize
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from common.errors import TuwenError
+from common.settings import Settings
 from indexer import store
 from models.imageio import ImageDecodeError, open_image
-from tuwen import TuwenError
-from tuwen.settings import Settings
+from models.tokens import tokenize_texts
 
-CONTEXT_LENGTH = 52  # cn_clip's default, also used at indexing time
 SPLITS = ("val", "train", "all")
 
 
@@ -110,14 +109,13 @@ class PairDataset(Dataset):
     def __init__(self, pairs: Sequence[Pair], *, transform: Callable, resolution: int, augment_seed=None):
         self.pairs, self.transform, self.resolution = list(pairs), transform, resolution
         self.augment_seed = augment_seed  # (seed, epoch) when augmenting, else None
-        self.decode_errors = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         pair = self.pairs[i]
-        tokens = tokenize([pair.caption], CONTEXT_LENGTH)[0]
+        tokens = tokenize_texts([pair.caption])[0]
         try:
             image = open_image(pair.path, draft_size=(self.resolution, self.resolution))
         except ImageDecodeError:
@@ -165,13 +163,6 @@ def epoch_plan(n: int, *, batch_size: int, accum_freq: int, seed: int, epoch: in
 
 def steps_per_epoch(n: int, *, batch_size: int, accum_freq: int) -> int:
     return max(1, n // (batch_size * accum_freq))
-
-
-def trim_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Drop the trailing columns that are padding in every row. Exact: padded positions are masked
-    out of attention and come after the [CLS] token that is read; short captions train ~3× faster."""
-    length = int((tokens != pad_id).sum(dim=1).max().item()) if len(tokens) else 1
-    return tokens[:, : max(length, 1)]
 
 
 def make_loader(

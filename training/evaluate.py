@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.encoder import Encoder, default_workers
+from common.errors import TuwenError
+from common.runs import read_run_config
+from common.runtime import decode_workers
+from common.settings import Settings
+from models.encoder import Encoder
 from models.factory import LoadedModel, create_model_and_transforms
 from training.data import Pair, load_pairs, pairs_fingerprint, select_split
 from training.metrics import TOP_K, Rankings, metrics, rank
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_VAL_FRACTION, DEFAULT_SEED = 0.1, 0
@@ -98,18 +100,6 @@ def write_predictions(out: Path, features: SplitFeatures, rankings: Rankings) ->
     return paths
 
 
-def run_config(model: str) -> dict:
-    """The ``config.json`` beside a run's checkpoint, or {} for other models."""
-    path = Path(model).expanduser()
-    config = path.parent / "config.json"
-    if path.is_file() and config.is_file():
-        try:
-            return json.loads(config.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise TuwenError(f"{config}: not valid JSON ({exc})") from exc
-    return {}
-
-
 def evaluate(
     *,
     settings: Settings,
@@ -123,7 +113,7 @@ def evaluate(
     workers: int | None = None,
 ) -> dict:
     """``{"t2i": {"r1","r5","r10","mr"}, "i2t": {...}}`` in percent, on the run's held-out split."""
-    config = run_config(model)
+    config = read_run_config(model)
     val_fraction = (
         val_fraction if val_fraction is not None else config.get("val_fraction", DEFAULT_VAL_FRACTION)
     )
@@ -135,7 +125,7 @@ def evaluate(
     if not chosen:
         raise TuwenError(f"the {split!r} split is empty (val fraction {val_fraction}): nothing to evaluate")
     loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
-    workers = workers if workers is not None else default_workers()
+    workers = decode_workers(workers)
     features = encode_split(loaded, chosen, precision=precision, batch_size=batch_size, workers=workers)
     result, rankings = score(features)
     if predictions_out is not None:

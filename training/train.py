@@ -8,11 +8,8 @@ being learnt.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,8 +19,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models.encoder import cpu_supports_bf16, default_workers
+from common.errors import TuwenError
+from common.precision import autocast, resolve_precision
+from common.runs import write_run_config
+from common.runtime import decode_workers, model_threads, torch_threads
+from common.settings import Settings
 from models.factory import create_model_and_transforms, default_device
+from models.tokens import CONTEXT_LENGTH, trim_padding
 from training import checkpoint
 from training.data import (
     PairDataset,
@@ -35,18 +37,14 @@ from training.data import (
     split_by_image,
     steps_per_epoch,
     train_transform,
-    trim_padding,
 )
 from training.evaluate import encode_split, score
 from training.loss import accum_loss, clamp_logit_scale, clip_loss
 from training.metrics import at_chance, chance_r5, selection_score
 from training.optim import cosine_lr, default_lr, make_optimizer, set_lr
 from training.report import MetricsLog, plot_curves
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("auto", "amp", "bf16", "fp32")
 # Hyper-parameters that must match for a resumed run to continue the same schedule and batches.
 RESUME_KEYS = ("epochs", "batch_size", "accum_freq", "lr", "warmup", "weight_decay", "val_fraction", "seed")
 
@@ -65,38 +63,22 @@ class TrainResult:
 
 @dataclass
 class Amp:
-    """How the forward pass runs: fp16 autocast + GradScaler ("amp", CUDA), bf16 autocast, or fp32."""
+    """How the forward pass runs: a resolved precision (``common.precision``) on a device."""
 
-    mode: str
+    mode: str  # fp32 | bf16 | fp16
     device: torch.device
 
     def autocast(self):
-        if self.mode == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.mode == "amp" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.mode, self.device)
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        return self.mode == "fp16" and self.device.type == "cuda"
 
     @property
     def encoder_precision(self) -> str:
         """Validate as `tuwen eval` and `tuwen index` encode by default, so their numbers agree."""
         return "fp32" if self.mode == "fp32" else "auto"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``/``amp`` → fp16 + GradScaler on CUDA, bf16 autocast on CPUs with native bf16, else fp32."""
-    if precision not in PRECISIONS:
-        raise TuwenError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if device.type == "cuda":
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise TuwenError("--precision bf16: this GPU has no bf16 support; use amp")
-        return "amp" if precision == "auto" else precision
-    if precision == "fp32":
-        return "fp32"
-    if cpu_supports_bf16():
-        return "bf16"  # what mixed precision means on a CPU
-    if precision == "bf16":
-        log.warning("this CPU has no native bf16: training in fp32")
-    return "fp32"
 
 
 def backward_step(
@@ -187,17 +169,10 @@ def train(
     ``threads`` (CPU) defaults to the cores left over by the ``workers`` decoding images.
     """
     kwargs = dict(locals())
-    kwargs["workers"] = workers if workers is not None else default_workers()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # Spinning OpenMP threads that share cores with decoding workers (or other jobs) slow a step
-    # down several times over on small machines; measured 7x on 2 shared cores.
-    wanted = kwargs["threads"] = threads or max(1, cores - kwargs["workers"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(wanted)
-    try:
+    kwargs["workers"] = decode_workers(workers)
+    kwargs["threads"] = model_threads(kwargs["workers"], threads)
+    with torch_threads(kwargs["threads"]):
         return _train(**kwargs)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _train(
@@ -260,7 +235,7 @@ def _train(
         warnings.filterwarnings("ignore", message=r".*use_reentrant parameter should be passed explicitly.*")
     set_train_mode(net, freeze_vision=freeze_vision)
     optimizer = make_optimizer(net, lr=base_lr, weight_decay=weight_decay, arch=loaded.arch.name)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp.mode == "amp")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp.uses_grad_scaler)
 
     config = {
         "arch": loaded.arch.name,
@@ -292,7 +267,7 @@ def _train(
         "val_pairs": len(val_pairs),
         "val_images": len({p.image_id for p in val_pairs}),
         "pairs_fingerprint": pairs_fingerprint(pairs),
-        "context_length": 52,
+        "context_length": CONTEXT_LENGTH,
         "torch": str(torch.__version__),
     }
     start_step, best_score = 0, None
@@ -310,7 +285,7 @@ def _train(
         start_step, best_score = int(resumed["step"]), resumed.get("best_score")
         checkpoint.restore_rng(resumed.get("rng"))
         say(f"resumed from {resume} at step {start_step} (epoch {start_step / spe:.2f})")
-    (out / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_run_config(out, config)
 
     say(
         f"training {loaded.arch.name} ({model}) on {device}, precision {amp.mode}, "
@@ -375,7 +350,6 @@ def _train(
         plot_curves(metrics_log.read(), out / "curves.png")
         return record
 
-    pad_id = net.tokenizer.vocab["[PAD]"]
     step = start_step
     samples, compute_seconds = 0, 0.0
     stopped = False
@@ -405,7 +379,7 @@ def _train(
                 micro = []
                 for _ in step_plan:
                     images, texts = next(batches)
-                    texts = trim_padding(texts, pad_id)
+                    texts = trim_padding(texts)
                     micro.append((images.to(device, non_blocking=True), texts.to(device, non_blocking=True)))
                 lr_now = cosine_lr(step, base_lr=base_lr, warmup=warmup, total_steps=total_steps)
                 set_lr(optimizer, lr_now)

@@ -1,5 +1,1 @@
-"""tuwen (图文): Chinese image-text retrieval built on Chinese-CLIP."""
-
-
-class TuwenError(Exception):
-    """An error caused by the user's input or environment; its message is shown as is."""
+"""tuwen (图文): the roof. The console script and the demo orchestration; nothing imports this package."""

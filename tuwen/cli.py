@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args) -> int:
+    from common.settings import get_settings
     from tuwen.demo import run_demo
-    from tuwen.settings import get_settings
 
     run_demo(
         settings=get_settings(args.home),

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tuwen.settings import Settings
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+from common.console import say as _say
+from common.settings import Settings
 
 
 def held_out_recall(result_csv: Path, relevant: dict[str, list[str]], k: int = 5) -> float:

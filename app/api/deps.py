@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from app.core.encoding import QueryEncoder
 from app.core.security import ADMIN_SCHEME, SEARCH_SCHEME, check_admin, check_search
 from app.core.state import Generation, ServiceState
+from common.settings import Settings
 from indexer.index_files import LoadedIndex
-from tuwen.settings import Settings
 
 T = TypeVar("T")
 # Two names for the one header, so the schema can say the search key is optional when it is.

@@ -7,7 +7,7 @@ import secrets
 from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
 
-from tuwen.settings import Settings
+from common.settings import Settings
 
 ADMIN_SCHEME, SEARCH_SCHEME = "AdminKey", "SearchKey"  # OpenAPI security scheme names
 ADMIN_OFF = "admin endpoints are off: set TUWEN_API_KEY on the server to enable them"

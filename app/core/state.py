@@ -21,6 +21,8 @@ import anyio.to_thread
 from sqlalchemy.engine import Engine
 
 from app.core.encoding import QueryEncoder
+from common.errors import TuwenError
+from common.settings import Settings
 from indexer import store
 from indexer.index_files import (
     CURRENT,
@@ -31,8 +33,6 @@ from indexer.index_files import (
 )
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
-from tuwen import TuwenError
-from tuwen.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from app.api.deps import StateDep, require_admin
 from app.schemas import ErrorOut, ReloadOut
-from tuwen import TuwenError
+from common.errors import TuwenError
 
 router = APIRouter(
     prefix="/api/admin",

@@ -75,12 +75,12 @@ async def search_text(
 ) -> TextSearchOut:
     """Candidate images closest to a text query, best first."""
     query = check_query(q, settings)
-    _require_set(generation.index, "image_candidates")
+    _require_set(generation.index, store.IMAGE_CANDIDATES)
     queries = generation.queries
     vector = queries.cached_text(query)
     if vector is None:
         vector = await run_model(request, queries.encode_text, query)
-    hits = await run_model(request, _search, generation.index, "image_candidates", vector, k)
+    hits = await run_model(request, _search, generation.index, store.IMAGE_CANDIDATES, vector, k)
     return TextSearchOut(query=query, generation=generation.name, results=_image_hits(request, hits))
 
 
@@ -94,9 +94,9 @@ async def search_image(
     k: K = 5,
 ) -> ImageToTextOut:
     """Candidate captions closest to an uploaded image, best first."""
-    _require_set(generation.index, "text_candidates")
+    _require_set(generation.index, store.TEXT_CANDIDATES)
     vector = await _upload_vector(request, generation, file, settings)
-    hits = await run_model(request, _search, generation.index, "text_candidates", vector, k)
+    hits = await run_model(request, _search, generation.index, store.TEXT_CANDIDATES, vector, k)
     captions = await anyio.to_thread.run_sync(
         lambda: store.get_captions(session, collection=store.TEXT_CANDIDATES, text_ids=[i for i, _ in hits])
     )
@@ -113,7 +113,7 @@ async def search_image_to_image(
     k: K = 5,
 ) -> ImageToImageOut:
     """Candidate images closest to an uploaded image, best first."""
-    _require_set(generation.index, "image_candidates")
+    _require_set(generation.index, store.IMAGE_CANDIDATES)
     vector = await _upload_vector(request, generation, file, settings)
-    hits = await run_model(request, _search, generation.index, "image_candidates", vector, k)
+    hits = await run_model(request, _search, generation.index, store.IMAGE_CANDIDATES, vector, k)
     return ImageToImageOut(generation=generation.name, results=_image_hits(request, hits))

@@ -1,0 +1,55 @@
+"""The one policy for how many processes and threads share this machine's cores.
+
+Spinning OpenMP threads that share cores with decoding workers (or other jobs) slow the model
+down several times over on small machines (measured 7x on 2 shared cores), so the model gets the
+cores the decoders leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+MAX_WORKERS = 4
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def decode_workers(requested: int | None = None) -> int:
+    """Image-decoding processes that run beside a model: one per spare core, at most 4.
+
+    With 2 cores one is enough to keep ahead of the model (``bench/bench_encode.py``).
+    """
+    if requested is not None:
+        return requested
+    return max(1, min(MAX_WORKERS, available_cores() - 1))
+
+
+def check_workers(requested: int | None = None) -> int:
+    """Processes for CPU-only jobs with no model beside them (ingest's checks): every core, at most 4."""
+    if requested is not None:
+        return requested
+    return max(1, min(MAX_WORKERS, available_cores()))
+
+
+def model_threads(workers: int, requested: int | None = None) -> int:
+    """Threads for the model: the cores left over by ``workers`` decoding processes."""
+    return requested or max(1, available_cores() - workers)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
