@@ -25,9 +25,10 @@ from harness import header, table
 
 from common.settings import Settings
 from indexer import index_files
-from indexer.export import RESULT1, RESULT2, TOP_K, write_result
+from indexer.export import write_result
 from indexer.faiss_factory import build_index
 from indexer.index_files import load_current
+from indexer.results import RESULT1, RESULT2, TOP_K
 
 
 def write_generation(index_dir: Path, n_candidates: int, n_queries: int) -> dict[str, np.ndarray]:

@@ -9,8 +9,9 @@ import pytest
 
 from common.errors import TuwenError
 from indexer import index_files
-from indexer.export import RESULT1, RESULT2, TOP_K, export_results, top_k, validate_result
+from indexer.export import export_results
 from indexer.faiss_factory import build_index
+from indexer.results import RESULT1, RESULT2, TOP_K, top_k, validate_result
 
 
 def _unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:

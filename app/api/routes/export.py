@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import IndexDep, require_search_key
 from app.schemas import ErrorOut
 from common.errors import TuwenError
-from indexer.export import RESULT1, RESULT2, Task, csv_chunks
+from indexer.results import RESULT1, RESULT2, Task, csv_chunks
 
 router = APIRouter(prefix="/api/export", tags=["export"], dependencies=[Depends(require_search_key)])
 RESPONSES = {200: {"content": {"text/csv": {}}}} | {code: {"model": ErrorOut} for code in (401, 404, 503)}
