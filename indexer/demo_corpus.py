@@ -179,80 +179,31 @@ def generate_demo_corpus(
     """Write the corpus under ``out`` and return a summary (counts, quirks, paths)."""
     rng = random.Random(seed)
     root = Path(out)
-    enc = {**DEFAULT_ENCODINGS, **(encodings or {})}
-    items = all_items()
     dirs = {k: root / k / "ImageData" for k in ("附件1", "附件2", "附件3")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-
-    def save(img: Image.Image, folder: Path, image_id: str, fmt: str = "JPEG") -> None:
-        img.save(folder / image_id, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-
-    # 附件1: training pairs, by image id (the CSV is shuffled relative to file order on purpose).
-    train_rows = []
-    for i in range(n_train):
-        item = rng.choice(items)
-        image_id = f"Image1{i + 1:07d}-0000.jpg"
-        save(draw_item(item, rng, image_size), dirs["附件1"], image_id)
-        train_rows.append([image_id, caption(item, rng)])
-    rng.shuffle(train_rows)
-
-    # 附件2: candidate images (every item present) and query texts.
-    cand_images, cand_items = [], {}
-    for k in range(candidates_per_item):
-        for j, item in enumerate(items):
-            image_id = f"Image2{k * len(items) + j + 1:07d}-0000.jpg"
-            save(draw_item(item, rng, image_size), dirs["附件2"], image_id)
-            cand_images.append(image_id)
-            cand_items[image_id] = item
-    rng.shuffle(cand_images)
-    text_queries = []
-    for i in range(n_text_queries):
-        item = rng.choice(items)
-        text_queries.append((f"Word-2{i + 1:09d}", caption(item, rng), item))
-
-    # 附件3: query images and candidate texts (every item present).
-    cand_texts = []
-    for k in range(candidates_per_item):
-        for j, item in enumerate(items):
-            cand_texts.append((f"Word-3{k * len(items) + j + 1:09d}", caption(item, rng), item))
-    rng.shuffle(cand_texts)
-    image_queries = []
-    for i in range(n_image_queries):
-        item = rng.choice(items)
-        image_id = f"Image3{i + 1:07d}-0000.jpg"
-        save(draw_item(item, rng, image_size), dirs["附件3"], image_id)
-        image_queries.append((image_id, item))
-
+    draw = _Drawer(rng, image_size)
+    train_rows = _training_pairs(draw, dirs["附件1"], n_train)
+    cand_images, cand_items = _candidate_images(draw, dirs["附件2"], candidates_per_item)
+    text_queries = [
+        (f"Word-2{i + 1:09d}", caption(item, rng), item)
+        for i, item in ((i, rng.choice(all_items())) for i in range(n_text_queries))
+    ]
+    cand_texts = _candidate_texts(rng, candidates_per_item)
+    image_queries = _query_images(draw, dirs["附件3"], n_image_queries)
     quirk_notes: dict[str, str] = {}
     if quirks:
         quirk_notes = _add_quirks(root, dirs, train_rows, cand_images, image_queries, rng, image_size)
-
-    _write_csv(
-        root / "附件1" / "ImageWordData.csv", ["image_id", "caption"], train_rows, enc["ImageWordData.csv"]
-    )
-    _write_csv(
-        root / "附件2" / "image_data.csv", ["image_id"], [[i] for i in cand_images], enc["image_data.csv"]
-    )
-    _write_csv(
-        root / "附件2" / "word_test.csv",
-        ["text_id", "caption"],
-        [[t, c] for t, c, _ in text_queries],
-        enc["word_test.csv"],
-    )
-    _write_csv(
-        root / "附件3" / "image_test.csv",
-        ["image_id"],
-        [[i] for i, _ in image_queries],
-        enc["image_test.csv"],
-    )
-    _write_csv(
-        root / "附件3" / "word_data.csv",
-        ["text_id", "caption"],
-        [[t, c] for t, c, _ in cand_texts],
-        enc["word_data.csv"],
-    )
-
+    tables = {
+        ("附件1", "ImageWordData.csv"): (["image_id", "caption"], train_rows),
+        ("附件2", "image_data.csv"): (["image_id"], [[i] for i in cand_images]),
+        ("附件2", "word_test.csv"): (["text_id", "caption"], [[t, c] for t, c, _ in text_queries]),
+        ("附件3", "image_test.csv"): (["image_id"], [[i] for i, _ in image_queries]),
+        ("附件3", "word_data.csv"): (["text_id", "caption"], [[t, c] for t, c, _ in cand_texts]),
+    }
+    enc = {**DEFAULT_ENCODINGS, **(encodings or {})}
+    for (folder, name), (header, rows) in tables.items():
+        _write_csv(root / folder / name, header, rows, enc[name])
     truth = {
         "text_queries": {
             t: sorted(i for i, it in cand_items.items() if it == item) for t, _, item in text_queries
@@ -260,7 +211,7 @@ def generate_demo_corpus(
         "image_queries": {i: sorted(t for t, _, it in cand_texts if it == item) for i, item in image_queries},
     }
     (root / "ground_truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1))
-    summary = {
+    return {
         "root": str(root),
         "train_pairs": len(train_rows),
         "candidate_images": len(cand_images),
@@ -269,7 +220,65 @@ def generate_demo_corpus(
         "candidate_texts": len(cand_texts),
         "quirks": quirk_notes,
     }
-    return summary
+
+
+class _Drawer:
+    """Draws an item's photo with the corpus's one random stream and saves it as a JPEG."""
+
+    def __init__(self, rng: random.Random, size: int):
+        self.rng, self.size = rng, size
+
+    def save(self, item, folder: Path, image_id: str) -> None:
+        draw_item(item, self.rng, self.size).save(folder / image_id, format="JPEG", quality=90)
+
+
+def _training_pairs(draw: _Drawer, folder: Path, n: int) -> list[list[str]]:
+    """附件1: (image id, caption) rows, shuffled relative to file order on purpose."""
+    rows = []
+    for i in range(n):
+        item = draw.rng.choice(all_items())
+        image_id = f"Image1{i + 1:07d}-0000.jpg"
+        draw.save(item, folder, image_id)
+        rows.append([image_id, caption(item, draw.rng)])
+    draw.rng.shuffle(rows)
+    return rows
+
+
+def _candidate_images(draw: _Drawer, folder: Path, per_item: int) -> tuple[list[str], dict]:
+    """附件2: every item drawn ``per_item`` times; ids shuffled, and the item of each id."""
+    items = all_items()
+    ids, item_of = [], {}
+    for k in range(per_item):
+        for j, item in enumerate(items):
+            image_id = f"Image2{k * len(items) + j + 1:07d}-0000.jpg"
+            draw.save(item, folder, image_id)
+            ids.append(image_id)
+            item_of[image_id] = item
+    draw.rng.shuffle(ids)
+    return ids, item_of
+
+
+def _candidate_texts(rng: random.Random, per_item: int) -> list[tuple]:
+    """附件3: a caption of every item ``per_item`` times, shuffled: (text id, caption, item)."""
+    items = all_items()
+    texts = [
+        (f"Word-3{k * len(items) + j + 1:09d}", caption(item, rng), item)
+        for k in range(per_item)
+        for j, item in enumerate(items)
+    ]
+    rng.shuffle(texts)
+    return texts
+
+
+def _query_images(draw: _Drawer, folder: Path, n: int) -> list[tuple]:
+    """附件3: (image id, item) of the query images."""
+    queries = []
+    for i in range(n):
+        item = draw.rng.choice(all_items())
+        image_id = f"Image3{i + 1:07d}-0000.jpg"
+        draw.save(item, folder, image_id)
+        queries.append((image_id, item))
+    return queries
 
 
 def _add_quirks(
