@@ -179,6 +179,16 @@ def _text_rows(table: CsvTable, report: IngestReport) -> list[dict]:
     return rows
 
 
+Write = Callable[[store.Session], None]
+# (folder, text CSV, its collection and label, image CSV, its collection and label) of 附件2 and 附件3
+_QUERY_PARTS = (
+    ("附件2", "word_test.csv", store.TEXT_QUERIES, "text queries",
+     "image_data.csv", store.IMAGE_CANDIDATES, "candidate images"),
+    ("附件3", "word_data.csv", store.TEXT_CANDIDATES, "candidate texts",
+     "image_test.csv", store.IMAGE_QUERIES, "image queries"),
+)  # fmt: skip
+
+
 def ingest(
     *,
     root: str | Path,
@@ -187,7 +197,11 @@ def ingest(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """Read 附件1/2/3 under ``root`` (any may be absent) into the store at ``settings.store_url``."""
+    """Read 附件1/2/3 under ``root`` (any may be absent) into the store at ``settings.store_url``.
+
+    Every file is read and every image checked first; then all collections are replaced in one
+    transaction, so a failure or a kill mid-way leaves the store as it was.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise TuwenError(f"{root}: not a folder (expected the folder holding 附件1/ 附件2/ 附件3/)")
@@ -196,62 +210,14 @@ def ingest(
         raise TuwenError(f"{root}: none of 附件1/ 附件2/ 附件3/ is there")
     workers = check_workers(workers)
     report = IngestReport()
-    writes: list[Callable[[store.Session], None]] = []
-
+    writes: list[Write] = []
     if "附件1" in parts:
-        folder = parts["附件1"]
-        table = read_csv(folder / "ImageWordData.csv", required=["image_id", "caption"])
-        report.encodings[str(table.path)] = table.encoding
-        pairs, first_seen = [], {}
-        for line, row in table.rows:
-            image_id = (row.get("image_id") or "").strip()
-            caption = (row.get("caption") or "").strip()
-            if not image_id or not caption:
-                report.warnings.append(f"{table.path}:{line}: empty image_id or caption, row skipped")
-                continue
-            pairs.append({"position": line, "image_id": image_id, "caption": caption})
-            first_seen.setdefault(image_id, f"{table.path}:{line}")
-        images = _check_images(
-            list(first_seen.items()), folder / "ImageData", store.TRAIN_IMAGES, report, workers, progress
-        )
-        report.counts["training pairs"] = len(pairs)
-        report.counts["training images"] = len(images)
-        writes.append(
-            lambda s, p=pairs, i=images: (
-                store.replace_pairs(s, rows=p),
-                store.replace_images(s, collection=store.TRAIN_IMAGES, rows=i),
+        writes.append(_read_training(parts["附件1"], report, workers=workers, progress=progress))
+    for part, *names in _QUERY_PARTS:
+        if part in parts:
+            writes.append(
+                _read_query_part(part, parts[part], names, report, workers=workers, progress=progress)
             )
-        )
-
-    for part, text_csv, text_collection, text_label, image_csv, image_collection, image_label in (
-        ("附件2", "word_test.csv", store.TEXT_QUERIES, "text queries",
-         "image_data.csv", store.IMAGE_CANDIDATES, "candidate images"),
-        ("附件3", "word_data.csv", store.TEXT_CANDIDATES, "candidate texts",
-         "image_test.csv", store.IMAGE_QUERIES, "image queries"),
-    ):  # fmt: skip
-        if part not in parts:
-            continue
-        folder = parts[part]
-        table = read_csv(folder / text_csv, required=["text_id", "caption"])
-        report.encodings[str(table.path)] = table.encoding
-        texts = _text_rows(table, report)
-        images = _check_images(
-            _image_list(folder / image_csv, folder / "ImageData", report),
-            folder / "ImageData",
-            image_collection,
-            report,
-            workers,
-            progress,
-        )
-        report.counts[f"{text_label} ({part})"] = len(texts)
-        report.counts[f"{image_label} ({part})"] = len(images)
-        writes.append(
-            lambda s, t=texts, i=images, tc=text_collection, ic=image_collection: (
-                store.replace_texts(s, collection=tc, rows=t),
-                store.replace_images(s, collection=ic, rows=i),
-            )
-        )
-
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = store.make_engine(settings.store_url)
     try:
@@ -263,10 +229,60 @@ def ingest(
     for absent in sorted({"附件1", "附件2", "附件3"} - set(parts)):
         report.warnings.append(f"{root / absent} not found: its data in the store is unchanged")
     if echo:
-        for problem in report.problems:
-            echo(str(problem))
-        for warning in report.warnings:
-            echo(f"warning: {warning}")
-        for line in report.summary_lines():
-            echo(line)
+        _echo_report(report, echo)
     return report
+
+
+def _read_training(folder: Path, report: IngestReport, *, workers: int, progress: bool) -> Write:
+    """附件1: pairs by the CSV's image_id (never by directory order) and each image checked once."""
+    table = read_csv(folder / "ImageWordData.csv", required=["image_id", "caption"])
+    report.encodings[str(table.path)] = table.encoding
+    pairs, first_seen = [], {}
+    for line, row in table.rows:
+        image_id = (row.get("image_id") or "").strip()
+        caption = (row.get("caption") or "").strip()
+        if not image_id or not caption:
+            report.warnings.append(f"{table.path}:{line}: empty image_id or caption, row skipped")
+            continue
+        pairs.append({"position": line, "image_id": image_id, "caption": caption})
+        first_seen.setdefault(image_id, f"{table.path}:{line}")
+    images = _check_images(
+        list(first_seen.items()), folder / "ImageData", store.TRAIN_IMAGES, report, workers, progress
+    )
+    report.counts["training pairs"] = len(pairs)
+    report.counts["training images"] = len(images)
+
+    def write(session: store.Session) -> None:
+        store.replace_pairs(session, rows=pairs)
+        store.replace_images(session, collection=store.TRAIN_IMAGES, rows=images)
+
+    return write
+
+
+def _read_query_part(
+    part: str, folder: Path, names: list[str], report: IngestReport, *, workers: int, progress: bool
+) -> Write:
+    """附件2 or 附件3: one text table and one image list, each into its collection."""
+    text_csv, text_collection, text_label, image_csv, image_collection, image_label = names
+    table = read_csv(folder / text_csv, required=["text_id", "caption"])
+    report.encodings[str(table.path)] = table.encoding
+    texts = _text_rows(table, report)
+    image_ids = _image_list(folder / image_csv, folder / "ImageData", report)
+    images = _check_images(image_ids, folder / "ImageData", image_collection, report, workers, progress)
+    report.counts[f"{text_label} ({part})"] = len(texts)
+    report.counts[f"{image_label} ({part})"] = len(images)
+
+    def write(session: store.Session) -> None:
+        store.replace_texts(session, collection=text_collection, rows=texts)
+        store.replace_images(session, collection=image_collection, rows=images)
+
+    return write
+
+
+def _echo_report(report: IngestReport, echo: Callable[[str], None]) -> None:
+    for problem in report.problems:
+        echo(str(problem))
+    for warning in report.warnings:
+        echo(f"warning: {warning}")
+    for line in report.summary_lines():
+        echo(line)
