@@ -44,8 +44,7 @@ def write_generation(index_dir: Path, n_candidates: int, n_queries: int) -> dict
             tmp, candidates, [f"{prefix}{i:06d}.jpg" for i in range(n_candidates)], corpus
         )
         index_files.save_faiss(tmp, candidates, build_index(corpus, factory="Flat")[0])
-        errors = [""] * n_queries if queries == "image_queries" else None
-        index_files.save_vectors(tmp, queries, [f"q{i:06d}" for i in range(n_queries)], qs, errors)
+        index_files.save_vectors(tmp, queries, [f"q{i:06d}" for i in range(n_queries)], qs)
         sets[candidates], sets[queries] = corpus, qs
     manifest = {"model_spec": "synthetic", "model_id": "synthetic", "arch": "none", "embed_dim": 512}
     index_files.publish_generation(index_dir, tmp, manifest)

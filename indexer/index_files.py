@@ -4,14 +4,16 @@ Layout under ``$TUWEN_HOME/index``::
 
     CURRENT                      name of the live generation (replaced with os.replace)
     gen-<time>-<rand>/
-        manifest.json            model, dimensions, counts, index types, build time
-        <set>.npy, <set>.ids.json    for image_candidates, text_candidates,
+        manifest.json            ``indexer.manifest.Manifest``: model, sets, counts, index types
+        <set>.npy, <set>.ids.json    vectors (float32, row i = id i) of each set; for the
+                                     competition: image_candidates, text_candidates,
                                      text_queries, image_queries
-        <set>.errors.json        per-row decode errors of an image set ("" when fine)
-        <set>.faiss              for the two candidate sets
+        <set>.faiss              for the searchable sets (the two candidate sets)
 
 A generation is written under a temporary name and renamed into place before CURRENT is
 switched, so a reader sees either the old generation or the new one, never a half-built one.
+Nothing here is specific to ``index/``: ``indexer.encode.writer.GenerationWriter`` writes the
+same layout under any root folder, and ``load_current`` reads it back.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ import faiss
 import numpy as np
 
 from common.errors import TuwenError
+from indexer import store
+from indexer.manifest import MANIFEST_FILE, Manifest
 
-CANDIDATE_SETS = ("image_candidates", "text_candidates")
-QUERY_SETS = ("text_queries", "image_queries")
+# The sets of a competition generation are named after the store collections they encode.
+CANDIDATE_SETS = (store.IMAGE_CANDIDATES, store.TEXT_CANDIDATES)
+QUERY_SETS = (store.TEXT_QUERIES, store.IMAGE_QUERIES)
 CURRENT = "CURRENT"
 KEEP_GENERATIONS = 2  # the live one and the one before, which a server may still be reading
 
@@ -42,15 +47,11 @@ def new_generation_dir(index_dir: Path) -> Path:
     return tmp
 
 
-def save_vectors(
-    folder: Path, name: str, ids: list[str], vectors: np.ndarray, errors: list[str] | None = None
-) -> None:
+def save_vectors(folder: Path, name: str, ids: list[str], vectors: np.ndarray) -> None:
     if len(ids) != len(vectors):
         raise ValueError(f"{name}: {len(ids)} ids for {len(vectors)} vectors")
     np.save(folder / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
     _write_json(folder / f"{name}.ids.json", ids)
-    if errors is not None:
-        _write_json(folder / f"{name}.errors.json", errors)
 
 
 def save_faiss(folder: Path, name: str, index: faiss.Index) -> None:
@@ -67,10 +68,11 @@ def _fsync_tree(folder: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def publish_generation(index_dir: Path, tmp_dir: Path, manifest: dict) -> Path:
+def publish_generation(index_dir: Path, tmp_dir: Path, manifest: Manifest | dict) -> Path:
     """Seal ``tmp_dir`` with its manifest, rename it into place and make it the live one."""
-    manifest = {**manifest, "created_at": manifest.get("created_at") or time.time()}
-    _write_json(tmp_dir / "manifest.json", manifest)
+    manifest = Manifest.parse(manifest)
+    manifest = manifest.model_copy(update={"created_at": manifest.created_at or time.time()})
+    manifest.write(tmp_dir)
     _fsync_tree(tmp_dir)
     name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     final = index_dir / name
@@ -105,7 +107,7 @@ def current_generation_name(index_dir: Path) -> str | None:
 
 def current_generation(index_dir: Path) -> Path:
     name = current_generation_name(index_dir)
-    if not name or not (index_dir / name / "manifest.json").is_file():
+    if not name or not (index_dir / name / MANIFEST_FILE).is_file():
         raise TuwenError(f"no index in {index_dir}: run `tuwen index` first")
     return index_dir / name
 
@@ -114,8 +116,7 @@ def current_generation(index_dir: Path) -> Path:
 class VectorSet:
     ids: list[str]
     vectors: np.ndarray
-    errors: list[str] | None = None
-    index: faiss.Index | None = None
+    index: faiss.Index | None = None  # for a searchable set
 
 
 @dataclass
@@ -123,12 +124,12 @@ class LoadedIndex:
     """One generation, loaded whole: every search it answers comes from this generation only."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     sets: dict[str, VectorSet] = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:
-        return self.manifest["model_id"]
+        return self.manifest.model_id
 
     def check_model(self, model_id: str) -> None:
         if model_id != self.model_id:
@@ -148,21 +149,28 @@ class LoadedIndex:
         return scores, [[vs.ids[r] for r in row if r >= 0] for row in rows]
 
 
-def load_generation(path: Path, *, with_queries: bool = True) -> LoadedIndex:
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+def load_generation(path: Path) -> LoadedIndex:
+    """Every set of the generation at ``path``, its vectors memory-mapped (paged in on use)."""
+    manifest = Manifest.read(path)
     loaded = LoadedIndex(path, manifest)
-    names = CANDIDATE_SETS + (QUERY_SETS if with_queries else ())
+    if manifest.sets:
+        names, optional = manifest.sets, False
+    else:  # version 1: the competition sets that are on disk
+        names, optional = list(CANDIDATE_SETS + QUERY_SETS), True
     for name in names:
         if not (path / f"{name}.npy").is_file():
-            continue
+            if optional:
+                continue
+            raise TuwenError(
+                f"{path}: the manifest lists {name} but {name}.npy is missing: rerun `tuwen index`"
+            )
         ids = json.loads((path / f"{name}.ids.json").read_text(encoding="utf-8"))
-        vectors = np.load(path / f"{name}.npy", mmap_mode="r")  # paged in on use: 2 GB at 1M
-        errors_file = path / f"{name}.errors.json"
-        errors = json.loads(errors_file.read_text(encoding="utf-8")) if errors_file.is_file() else None
-        index = faiss.read_index(str(path / f"{name}.faiss")) if name in CANDIDATE_SETS else None
-        loaded.sets[name] = VectorSet(ids, vectors, errors, index)
+        vectors = np.load(path / f"{name}.npy", mmap_mode="r")  # 2 GB at 1M, paged in on use
+        faiss_file = path / f"{name}.faiss"
+        index = faiss.read_index(str(faiss_file)) if faiss_file.is_file() else None
+        loaded.sets[name] = VectorSet(ids, vectors, index)
     return loaded
 
 
-def load_current(index_dir: Path, *, with_queries: bool = True) -> LoadedIndex:
-    return load_generation(current_generation(index_dir), with_queries=with_queries)
+def load_current(index_dir: Path) -> LoadedIndex:
+    return load_generation(current_generation(index_dir))

@@ -143,9 +143,9 @@ def test_stats_reports_counts_model_index_type_and_build_time(client, built_sett
     body = client.get("/api/stats").json()
     manifest = load_current(built_settings.index_dir).manifest
     assert body["ready"] is True
-    assert body["store"]["images.image_candidates"] == manifest["counts"]["image_candidates"] + 0
+    assert body["store"]["images.image_candidates"] == manifest.counts["image_candidates"] + 0
     assert body["store"]["texts.text_candidates"] == 192
-    assert body["model"]["model_id"] == manifest["model_id"]
+    assert body["model"]["model_id"] == manifest.model_id
     assert body["model"]["arch"] == "tiny"
     assert body["index"]["index_types"] == {"image_candidates": "Flat", "text_candidates": "Flat"}
     assert body["index"]["counts"]["text_queries"] == 12

@@ -31,11 +31,7 @@ def _publish(settings, n_candidates: int = 30, n_queries: int = 7) -> None:
         tmp, "text_queries", [f"W{9 - i}" for i in range(n_queries)], _unit(rng, n_queries)
     )
     index_files.save_vectors(
-        tmp,
-        "image_queries",
-        [f"Q{i}.jpg" for i in range(n_queries)],
-        _unit(rng, n_queries),
-        errors=[""] * n_queries,
+        tmp, "image_queries", [f"Q{i}.jpg" for i in range(n_queries)], _unit(rng, n_queries)
     )
     index_files.publish_generation(settings.index_dir, tmp, {"model_id": "test", "model_spec": "test"})
 

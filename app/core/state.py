@@ -31,6 +31,7 @@ from indexer.index_files import (
     current_generation_name,
     load_generation,
 )
+from indexer.manifest import Manifest
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
 
@@ -47,7 +48,7 @@ class Generation:
     loaded_at: float
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> Manifest:
         return self.index.manifest
 
 
@@ -127,8 +128,8 @@ class ServiceState:
             return True
 
     def _load(self, name: str, *, previous: Generation | None) -> Generation:
-        index = load_generation(self.settings.index_dir / name, with_queries=True)
-        spec = index.manifest.get("model_spec")
+        index = load_generation(self.settings.index_dir / name)
+        spec = index.manifest.model_spec
         if previous is not None and previous.queries.model_id == index.model_id:
             queries = previous.queries  # same weights: keep the model and its warm text cache
         else:

@@ -49,7 +49,7 @@ def stats(generation: MaybeGenerationDep, state: StateDep, session: SessionDep) 
         )
     manifest, encoder = generation.manifest, generation.queries.encoder
     model = ModelInfo(
-        spec=str(manifest.get("model_spec", "")),
+        spec=manifest.model_spec,
         model_id=encoder.model_id,
         arch=encoder.loaded.arch.name,
         device=str(encoder.device),
@@ -57,9 +57,9 @@ def stats(generation: MaybeGenerationDep, state: StateDep, session: SessionDep) 
     )
     index = IndexInfo(
         generation=generation.name,
-        built_at=_iso(manifest.get("created_at")),
+        built_at=_iso(manifest.created_at),
         loaded_at=_iso(generation.loaded_at),
-        index_types=manifest.get("index_factories", {}),
+        index_types=manifest.index_factories,
         counts={name: len(vs.ids) for name, vs in generation.index.sets.items()},
     )
     return Stats(

@@ -1,0 +1,83 @@
+"""Mapper: the encoding step, built from a model spec and plain (picklable) arguments.
+
+``EncodeMapper(spec, precision=..., device=..., weights_dir=..., batch_size=..., workers=...)``
+loads the model once (``create_model_and_transforms`` + ``models.encoder.Encoder``). Its
+``kwargs`` are exactly the arguments it was built from, so a distributed runner builds one per
+worker with ``EncodeMapper(**mapper.kwargs)`` and calls ``encode_sources`` on each batch of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.runtime import decode_workers
+from indexer.encode.reader import EncodeSet, Kind
+from models.encoder import Encoder
+from models.factory import create_model_and_transforms
+
+DEFAULT_BATCH = 64
+
+
+class EncodeMapper:
+    """Image paths or captions in, L2-normalised float32 vectors and per-row errors out."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        precision: str = "auto",
+        device: str | None = None,
+        weights_dir: str | Path | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        workers: int | None = None,
+        progress: bool = False,
+    ):
+        self.kwargs: dict[str, Any] = {
+            "spec": spec,
+            "precision": precision,
+            "device": None if device is None else str(device),
+            "weights_dir": None if weights_dir is None else str(weights_dir),
+            "batch_size": batch_size,
+            "workers": workers,
+            "progress": progress,
+        }
+        loaded = create_model_and_transforms(spec, device=self.kwargs["device"], weights_dir=weights_dir)
+        self.encoder = Encoder(loaded, precision=precision)
+        self.batch_size, self.workers, self.progress = batch_size, decode_workers(workers), progress
+
+    def encode(self, s: EncodeSet) -> tuple[np.ndarray, list[str]]:
+        """Vectors ``(len(s.rows), d)`` in row order, and per row an error ("" when fine)."""
+        return self.encode_sources(s.kind, s.sources)
+
+    def encode_sources(self, kind: Kind, sources: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        if kind == "text":
+            vectors = self.encoder.encode_texts(sources, batch_size=self.batch_size, progress=self.progress)
+            return vectors, [""] * len(sources)
+        if kind == "image":
+            return self.encoder.encode_image_files(
+                sources, batch_size=self.batch_size, workers=self.workers, progress=self.progress
+            )
+        raise ValueError(f"unknown kind {kind!r}: 'image' or 'text'")
+
+    def describe(self) -> str:
+        e, loaded = self.encoder, self.encoder.loaded
+        return (
+            f"model {loaded.spec} ({loaded.arch.name}, {loaded.model_id}) on {loaded.device}, "
+            f"precision {e.precision} (texts {e.text_precision})"
+        )
+
+    def model_fields(self) -> dict[str, Any]:
+        """What a manifest records about the model that made the vectors."""
+        e, loaded = self.encoder, self.encoder.loaded
+        return {
+            "model_spec": loaded.spec,
+            "model_id": loaded.model_id,
+            "arch": loaded.arch.name,
+            "embed_dim": loaded.embed_dim,
+            "precision": e.precision,
+            "text_precision": e.text_precision,
+        }
