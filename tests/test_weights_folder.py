@@ -63,3 +63,20 @@ def test_a_caller_that_names_no_folder_gets_the_settings_folder(monkeypatch, tmp
     with pytest.raises(TuwenError) as exc:
         official_weights(ARCHS["ViT-B-16"], weights_dir=None)
     assert f"not in {(tmp_path / 'env-home' / 'weights').resolve()}" in str(exc.value)
+
+
+def test_serve_looks_in_the_settings_folder(built_settings, planted):
+    """A generation built by ViT-B-16 makes the service load ViT-B-16 from the settings' folder."""
+    import shutil
+
+    from app.core.state import ServiceState
+    from indexer.index_files import current_generation
+    from indexer.manifest import Manifest
+
+    live = current_generation(built_settings.index_dir)
+    shutil.copytree(built_settings.index_dir, planted.index_dir)
+    copy = planted.index_dir / live.name
+    Manifest.read(copy).model_copy(update={"model_spec": "ViT-B-16", "model_id": "other"}).write(copy)
+    with pytest.raises(TuwenError) as exc:
+        ServiceState.open(planted).close()  # the service loads the live generation's model at start
+    assert _opened_planted_file(exc, planted)
