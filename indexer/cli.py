@@ -1,4 +1,4 @@
-"""``tuwen demo-data | ingest | index | export`` (handlers import their stage lazily)."""
+"""``tuwen demo-data | ingest | index | export | db`` (handlers import their stage lazily)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,20 @@ def _export(args) -> int:
     return 0
 
 
+def _db(args) -> int:
+    from indexer import store
+
+    url = _settings(args).store_url
+    if args.action == "upgrade":
+        before, head = store.upgrade_url(url)
+        say(f"store at revision {head}" + ("" if before == head else f" (was {before or 'empty'})"))
+    else:
+        current, head = store.url_revision(url)
+        state = "up to date" if current == head else "needs `tuwen db upgrade`"
+        print(f"store revision: {current or 'none (empty)'}; this release: {head}; {state}")
+    return 0
+
+
 def register(sub, *, common) -> None:
     p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
     p.add_argument("--out", type=Path, required=True)
@@ -85,3 +99,8 @@ def register(sub, *, common) -> None:
     common(p)
     p.add_argument("--out", type=Path, default=Path("results"))
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser("db", help="the store's schema: `status` shows its revision, `upgrade` migrates it")
+    common(p)
+    p.add_argument("action", choices=["status", "upgrade"])
+    p.set_defaults(handler=_db)

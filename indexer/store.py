@@ -1,21 +1,41 @@
 """Metadata store (SQLAlchemy): images, texts, training pairs and query sets by collection.
 
 Each collection is replaced whole inside one transaction, so re-running ingest never duplicates
-rows and a crash mid-way leaves the previous contents.
+rows and a crash mid-way leaves the previous contents. The schema is the models below, created and
+upgraded by the Alembic migrations in ``indexer/migrations/`` (never ``create_all``).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Integer, String, Text, create_engine, delete, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from common.errors import TuwenError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Collections, named after what they are in the competition layout.
 TRAIN_IMAGES = "train"  # 附件1/ImageData
@@ -27,6 +47,12 @@ TEXT_CANDIDATES = "text_candidates"  # 附件3/word_data.csv
 STATUS_OK = "ok"
 STATUS_MISSING = "missing"
 STATUS_UNREADABLE = "unreadable"
+
+
+log = logging.getLogger(__name__)
+# Alembic's INFO lines ("Context impl SQLiteImpl.", plugin set-up) come on every open; upgrade_store
+# logs one line of its own instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class Base(DeclarativeBase):
@@ -61,8 +87,30 @@ class PairRecord(Base):
     caption: Mapped[str] = mapped_column(Text)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the schema created; SQLite gets WAL so the server can read during ingest."""
+def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """An engine on a store at this release's schema revision.
+
+    A fresh database is created by running the migrations; a store of an older release is
+    upgraded (under a lock, see ``upgrade_store``). Automatic because every entry point (ingest,
+    index, train, serve) opens the store here, so none ever runs against a missing column, and the
+    lock makes replicas starting together safe; ``tuwen db upgrade`` does the same ahead of a
+    rollout. With ``upgrade=False`` an out-of-date store is refused with a message saying to run
+    ``tuwen db upgrade``.
+    """
+    engine = _open_engine(url)
+    try:
+        if upgrade:
+            upgrade_store(engine)
+        else:
+            check_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _open_engine(url: str) -> Engine:
+    """An engine as it is, schema untouched; SQLite gets WAL so the server can read during ingest."""
     try:
         parsed = make_url(url)
         engine = create_engine(parsed, pool_pre_ping=True)
@@ -75,17 +123,154 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
             cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for a lock
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-    try:
-        Base.metadata.create_all(engine)
-    except SQLAlchemyError as exc:
-        engine.dispose()
-        shown = parsed.render_as_string(hide_password=True)
-        raise TuwenError(f"cannot open the store at {shown}: {getattr(exc, 'orig', exc)}") from exc
     return engine
+
+
+def upgrade_url(url: str) -> tuple[str | None, str]:
+    """``tuwen db upgrade``: (revision before, head) of the store at ``url``."""
+    engine = _open_engine(url)
+    try:
+        return upgrade_store(engine)
+    finally:
+        engine.dispose()
+
+
+def url_revision(url: str) -> tuple[str | None, str]:
+    """``tuwen db status``: (the store's revision, this release's head), changing nothing."""
+    engine = _open_engine(url)
+    try:
+        with _store_errors(engine), engine.connect() as conn:
+            return store_revision(conn), head_revision()
+    finally:
+        engine.dispose()
+
+
+# --- Schema revisions (Alembic, migrations in indexer/migrations/) ------------------------------
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+BASELINE_REVISION = "0001_baseline"  # the schema of the releases before migrations
+UNVERSIONED = "none (made before migrations)"  # a store of such a release: its tables, no alembic_version
+_BASELINE_TABLES = ("images", "texts", "pairs")
+
+
+def alembic_config(*, connection: Connection | None = None, url: str | None = None) -> Config:
+    """Alembic's configuration, found through the package path (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _revisions() -> tuple[str, frozenset[str]]:
+    """(head, every revision this release knows)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return script.get_current_head(), frozenset(s.revision for s in script.walk_revisions())
+
+
+def head_revision() -> str:
+    return _revisions()[0]
+
+
+def store_revision(connection: Connection) -> str | None:
+    """The store's revision: None for an empty database, ``UNVERSIONED`` for a pre-migrations store."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is not None:
+        return current
+    present = set(inspect(connection).get_table_names()) & set(_BASELINE_TABLES)
+    if not present:
+        return None
+    if len(present) < len(_BASELINE_TABLES):
+        missing = ", ".join(t for t in _BASELINE_TABLES if t not in present)
+        raise TuwenError(
+            f"the store at {_shown(connection.engine)} has table(s) {', '.join(sorted(present))} but not "
+            f"{missing} and no alembic_version: not a tuwen store, or damaged; use another database"
+        )
+    return UNVERSIONED
+
+
+def _shown(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _check_known(engine: Engine, current: str | None) -> None:
+    if current not in (None, UNVERSIONED) and current not in _revisions()[1]:
+        raise TuwenError(
+            f"the store at {_shown(engine)} is at revision {current}, which this release does not know "
+            f"(it needs {head_revision()}): the store was upgraded by a newer tuwen; use that release"
+        )
+
+
+def check_revision(engine: Engine) -> str:
+    """The store's revision if it is this release's head, else a TuwenError saying what to run."""
+    with _store_errors(engine), engine.connect() as conn:
+        current = store_revision(conn)
+    _check_known(engine, current)
+    if current != head_revision():
+        raise TuwenError(
+            f"the store at {_shown(engine)} is at revision {current or 'none (empty)'}, this release "
+            f"needs {head_revision()}: run `tuwen db upgrade`"
+        )
+    return current
+
+
+def upgrade_store(engine: Engine) -> tuple[str | None, str]:
+    """Bring the store to head; returns (revision before, head).
+
+    Service replicas and commands may open one store at once, so the upgrade holds a lock for its
+    whole transaction: a PostgreSQL advisory lock keyed by the schema, SQLite's write lock
+    (``BEGIN IMMEDIATE``). The revision is read again under the lock, so whoever waited finds head
+    and does nothing. DDL is transactional on both, so a failure leaves the previous revision.
+    """
+    head = head_revision()
+    with _store_errors(engine), engine.connect() as conn:
+        before = store_revision(conn)
+        conn.rollback()
+        _check_known(engine, before)
+        if before == head:
+            return before, head
+        _lock_for_migration(conn)
+        before = store_revision(conn)
+        if before != head:
+            from alembic import command
+
+            config = alembic_config(connection=conn)
+            if before == UNVERSIONED:
+                command.stamp(config, BASELINE_REVISION)
+            command.upgrade(config, "head")
+            log.info("store at %s upgraded from revision %s to %s", _shown(engine), before, head)
+        conn.commit()
+    return before, head
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Begin the migration transaction holding the store's migration lock."""
+    if conn.dialect.name == "postgresql":
+        key = "hashtext('tuwen-store-migrate:' || current_schema())"
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({key})"))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def _store_errors(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise TuwenError(f"cannot open the store at {_shown(engine)}: {getattr(exc, 'orig', exc)}") from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
