@@ -1,4 +1,4 @@
-"""``tuwen demo-data | ingest | index | export | db`` (handlers import their stage lazily)."""
+"""``tuwen demo-data | ingest | index | export | db | corpus`` (handlers import their stage lazily)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def _db(args) -> int:
 
 
 def register(sub, *, common) -> None:
+    from indexer.corpus_cli import register as register_corpus
+
     p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -104,3 +106,5 @@ def register(sub, *, common) -> None:
     common(p)
     p.add_argument("action", choices=["status", "upgrade"])
     p.set_defaults(handler=_db)
+
+    register_corpus(sub, common=common)

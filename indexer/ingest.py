@@ -76,6 +76,15 @@ def check_image(path: str) -> dict:
     return out
 
 
+def check_paths(paths: list[str], *, workers: int, progress: bool, desc: str) -> list[dict]:
+    """``check_image`` of each path, in order; in worker processes when there are enough to pay off."""
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            checked = pool.map(check_image, paths, chunksize=64)
+            return list(tqdm(checked, total=len(paths), desc=desc, disable=not progress))
+    return [check_image(p) for p in tqdm(paths, desc=desc, disable=not progress)]
+
+
 def _safe_path(folder: Path, image_id: str) -> Path | None:
     """``folder/image_id`` if the id is a plain file name (a CSV can't point outside the folder)."""
     if not image_id or image_id in {".", ".."} or "/" in image_id or "\\" in image_id or "\x00" in image_id:
@@ -93,18 +102,7 @@ def _check_images(
 ) -> list[dict]:
     paths = [_safe_path(folder, image_id) for image_id, _ in ids_and_sources]
     checkable = [str(p) for p in paths if p is not None]
-    if workers > 1 and len(checkable) > 64:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(
-                tqdm(
-                    pool.map(check_image, checkable, chunksize=64),
-                    total=len(checkable),
-                    desc=f"check {collection}",
-                    disable=not progress,
-                )
-            )
-    else:
-        results = [check_image(p) for p in tqdm(checkable, desc=f"check {collection}", disable=not progress)]
+    results = check_paths(checkable, workers=workers, progress=progress, desc=f"check {collection}")
     results_iter = iter(results)
     rows = []
     for position, ((image_id, source), path) in enumerate(zip(ids_and_sources, paths, strict=True)):

@@ -11,14 +11,20 @@ import functools
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
+    DateTime,
+    Float,
+    Index,
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -85,6 +91,60 @@ class PairRecord(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)  # row in ImageWordData.csv
     image_id: Mapped[str] = mapped_column(String(255), index=True)
     caption: Mapped[str] = mapped_column(Text)
+
+
+# --- Corpora (``tuwen corpus add``): one row per corpus, its items, its typed attributes ----------
+
+
+class CorpusRecord(Base):
+    __tablename__ = "corpora"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # the file it was read from
+    format: Mapped[str] = mapped_column(String(8))  # csv | jsonl | json
+    rows: Mapped[int] = mapped_column(Integer)
+    time_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # datetime | int
+    added_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CorpusFieldRecord(Base):
+    """An attribute field of a corpus and its type, in the file's column order."""
+
+    __tablename__ = "corpus_fields"
+    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # int | float | str
+
+
+class CorpusItemRecord(Base):
+    __tablename__ = "corpus_items"
+    __table_args__ = (UniqueConstraint("corpus", "item_id", name="uq_corpus_items_item_id"),)
+    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0-based row order
+    item_id: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(Text)  # "file:line" or "file: item N"
+    caption: Mapped[str | None] = mapped_column(Text, nullable=True)
+    image_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    image_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # STATUS_*; None: no image
+    image_detail: Mapped[str] = mapped_column(Text, default="")
+    time_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # time_kind "datetime"
+    time_int: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # time_kind "int"
+
+
+class CorpusAttributeRecord(Base):
+    """One non-null attribute value in the column of its type; the key leads with (corpus, field)."""
+
+    __tablename__ = "corpus_attributes"
+    __table_args__ = (
+        Index("ix_corpus_attributes_int", "corpus", "field", "int_value"),
+        Index("ix_corpus_attributes_float", "corpus", "field", "float_value"),
+    )
+    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    int_value: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    float_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    str_value: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:
@@ -251,7 +311,8 @@ def upgrade_store(engine: Engine) -> tuple[str | None, str]:
             if before == UNVERSIONED:
                 command.stamp(config, BASELINE_REVISION)
             command.upgrade(config, "head")
-            log.info("store at %s upgraded from revision %s to %s", _shown(engine), before, head)
+            done = f"upgraded from revision {before}" if before else "created"
+            log.info("store at %s %s to revision %s", _shown(engine), done, head)
         conn.commit()
     return before, head
 
@@ -285,20 +346,20 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 def replace_images(session: Session, *, collection: str, rows: Iterable[dict]) -> int:
     session.execute(delete(ImageRecord).where(ImageRecord.collection == collection))
-    return _insert(session, ImageRecord, [{**r, "collection": collection} for r in rows])
+    return insert_rows(session, ImageRecord, [{**r, "collection": collection} for r in rows])
 
 
 def replace_texts(session: Session, *, collection: str, rows: Iterable[dict]) -> int:
     session.execute(delete(TextRecord).where(TextRecord.collection == collection))
-    return _insert(session, TextRecord, [{**r, "collection": collection} for r in rows])
+    return insert_rows(session, TextRecord, [{**r, "collection": collection} for r in rows])
 
 
 def replace_pairs(session: Session, *, rows: Iterable[dict]) -> int:
     session.execute(delete(PairRecord))
-    return _insert(session, PairRecord, list(rows))
+    return insert_rows(session, PairRecord, list(rows))
 
 
-def _insert(session: Session, model: type[Base], rows: list[dict], chunk: int = 5000) -> int:
+def insert_rows(session: Session, model: type[Base], rows: list[dict], chunk: int = 5000) -> int:
     for start in range(0, len(rows), chunk):
         session.execute(insert(model), rows[start : start + chunk])
     return len(rows)

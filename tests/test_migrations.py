@@ -188,3 +188,31 @@ def test_db_commands(tmp_path, capsys):
     assert main(["db", "upgrade", "--home", str(home)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "9999_future" in err
+
+
+def test_the_upgrade_adds_the_corpus_tables(v0_store):
+    store.make_engine(v0_store).dispose()
+    engine = create_engine(v0_store)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+    engine.dispose()
+    assert {"corpora", "corpus_fields", "corpus_items", "corpus_attributes"} <= tables
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(v0_store):
+    """DDL runs in the migration's one transaction: the stamp and the tables made before the failure go too."""
+    engine = create_engine(v0_store)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE corpus_attributes (clash INTEGER)"))  # the last table 0002 creates
+    engine.dispose()
+    with pytest.raises(TuwenError, match="cannot open the store at"):
+        store.make_engine(v0_store)
+    engine = create_engine(v0_store)
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        conn.execute(text("DROP TABLE corpus_attributes"))
+    engine.dispose()
+    assert tables == set(V0_TABLES) | {"corpus_attributes"}  # no alembic_version, no corpora
+    assert _rows(v0_store) == _v0_rows()
+    store.make_engine(v0_store).dispose()
+    assert _revision(v0_store) == store.head_revision()

@@ -1,0 +1,377 @@
+"""Corpora: any captioned-image collection in the store, and the competition collections as corpora.
+
+``tuwen corpus add NAME FILE`` reads a CSV / JSONL / JSON file (``indexer.corpus_read``), checks
+every image with ingest's guarded check and replaces the corpus whole in one transaction.
+``load_items`` serves user corpora and the five competition collections (``train`` = 附件1 pairs,
+``image_candidates``, ``text_candidates``, ``text_queries``, ``image_queries``) from their own
+tables, never a copy. ``load_embeddings`` reads what ``tuwen corpus encode`` stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import case, delete, func, select
+
+from common.errors import TuwenError
+from common.runtime import check_workers
+from common.settings import Settings
+from indexer import index_files, store
+from indexer.corpus_read import KIND_FLOAT, KIND_INT, ParsedCorpus, read_corpus_file
+from indexer.ingest import check_paths
+
+BUILTIN = {
+    store.TRAIN_IMAGES: "附件1 training pairs",
+    store.IMAGE_CANDIDATES: "附件2 candidate images",
+    store.TEXT_QUERIES: "附件2 text queries",
+    store.IMAGE_QUERIES: "附件3 image queries",
+    store.TEXT_CANDIDATES: "附件3 candidate texts",
+}
+_BUILTIN_TEXTS = (store.TEXT_QUERIES, store.TEXT_CANDIDATES)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+Attribute = int | float | str | None
+
+
+@dataclass(frozen=True)
+class CorpusItem:
+    position: int  # 0-based row order
+    item_id: str
+    caption: str | None
+    image_path: str | None  # absolute
+    image_status: str | None  # "ok" | "missing" | "unreadable"; None when the row has no image
+    time: datetime | int | None
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    name: str
+    source: str  # the file, or the competition collection it is
+    rows: int
+    images: int  # rows naming an image
+    images_ok: int  # of which readable
+    captions: int
+    time_kind: str | None  # "datetime" | "int" | None
+    fields: dict[str, str]  # attribute field -> "int" | "float" | "str"
+    model_id: str | None  # the model of its current embeddings, None when not encoded (or stale)
+    builtin: bool = False
+
+
+@dataclass
+class CorpusEmbeddings:
+    """Row i is the item at position i; L2-normalised; zero rows where the mask is False."""
+
+    model_id: str
+    image_vectors: np.ndarray | None  # (n, d) float32, None when no item has a usable image
+    text_vectors: np.ndarray | None
+    image_mask: np.ndarray  # (n,) bool
+    text_mask: np.ndarray
+
+
+def check_name(name: str) -> str:
+    if name in BUILTIN:
+        raise TuwenError(f"corpus name {name!r} is a competition collection; choose another name")
+    if not _NAME_RE.fullmatch(name):
+        raise TuwenError(
+            f"corpus name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit "
+            "(at most 64)"
+        )
+    return name
+
+
+def corpus_dir(settings: Settings, name: str) -> Path:
+    """Where the corpus's embedding generations live: ``$TUWEN_HOME/corpora/<name>/``."""
+    return settings.home_dir / "corpora" / name
+
+
+def add_corpus(
+    *,
+    settings: Settings,
+    name: str,
+    file: str | Path,
+    images: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> CorpusInfo:
+    """Read ``file`` into corpus ``name``, replacing any corpus of that name whole."""
+    check_name(name)
+    parsed = read_corpus_file(Path(file), images_dir=Path(images) if images is not None else None)
+    paths = [r.image for r in parsed.rows if r.image]
+    checked = iter(
+        check_paths(paths, workers=check_workers(workers), progress=progress, desc=f"check {name}")
+    )
+    items = []
+    for position, row in enumerate(parsed.rows):
+        status = next(checked) if row.image else None
+        items.append((position, row, status))
+        if status and status["status"] != store.STATUS_OK and echo:
+            echo(f"{status['status']}: {row.item_id} ({row.image}): {status['detail']} [{row.where}]")
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            _replace(session, name, parsed, items)
+    finally:
+        engine.dispose()
+    info = next(i for i in list_corpora(settings=settings) if i.name == name)
+    if echo:
+        for warning in parsed.warnings:
+            echo(f"warning: {warning}")
+        echo(f"encoding of {parsed.path}: {parsed.encoding}")
+        echo(_summary(info))
+    return info
+
+
+def _replace(session: store.Session, name: str, parsed: ParsedCorpus, items: list) -> None:
+    for model in (store.CorpusAttributeRecord, store.CorpusItemRecord, store.CorpusFieldRecord):
+        session.execute(delete(model).where(model.corpus == name))
+    session.execute(delete(store.CorpusRecord).where(store.CorpusRecord.name == name))
+    session.add(
+        store.CorpusRecord(
+            name=name,
+            source=str(parsed.path),
+            format=parsed.format,
+            rows=len(parsed.rows),
+            time_kind=parsed.time_kind,
+            added_at=datetime.now().replace(microsecond=0),
+        )
+    )
+    store.insert_rows(
+        session,
+        store.CorpusFieldRecord,
+        [
+            {"corpus": name, "field": f, "position": i, "kind": k}
+            for i, (f, k) in enumerate(parsed.fields.items())
+        ],
+    )
+    store.insert_rows(session, store.CorpusItemRecord, [_item_row(name, *item) for item in items])
+    store.insert_rows(
+        session,
+        store.CorpusAttributeRecord,
+        [
+            {"corpus": name, "field": f, "position": position, **_typed_value(value, parsed.fields[f])}
+            for position, row, _ in items
+            for f, value in row.attributes.items()
+            if value is not None
+        ],
+    )
+
+
+def _item_row(name: str, position: int, row, status: dict | None) -> dict:
+    return {
+        "corpus": name,
+        "position": position,
+        "item_id": row.item_id,
+        "source": row.where,
+        "caption": row.caption,
+        "image_path": row.image,
+        "image_status": status["status"] if status else None,
+        "image_detail": status["detail"] if status else "",
+        "time_at": row.time if isinstance(row.time, datetime) else None,
+        "time_int": row.time if isinstance(row.time, int) else None,
+    }
+
+
+def _typed_value(value: Attribute, kind: str) -> dict:
+    column = {KIND_INT: "int_value", KIND_FLOAT: "float_value"}.get(kind, "str_value")
+    return {"int_value": None, "float_value": None, "str_value": None, column: value}
+
+
+def _summary(info: CorpusInfo) -> str:
+    fields = ", ".join(f"{f} ({k})" for f, k in info.fields.items()) or "none"
+    return (
+        f"corpus {info.name}: {info.rows} rows, {info.images_ok}/{info.images} images readable, "
+        f"{info.captions} captions, time: {info.time_kind or 'none'}, attributes: {fields}"
+    )
+
+
+# --- Reading corpora back -------------------------------------------------------------------------
+
+
+def list_corpora(*, settings: Settings) -> list[CorpusInfo]:
+    """The added corpora (by name), then the competition collections that hold rows."""
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            infos = _user_infos(session) + _builtin_infos(session)
+            return [
+                CorpusInfo(**{**vars(i), "model_id": _encoded_model(settings, session, i.name)})
+                for i in infos
+            ]
+    finally:
+        engine.dispose()
+
+
+def load_items(*, settings: Settings, name: str) -> list[CorpusItem]:
+    """Every item of corpus ``name`` in row order (also the competition collections)."""
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            return _load_items(session, name)
+    finally:
+        engine.dispose()
+
+
+def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
+    if name in BUILTIN:
+        items = _builtin_items(session, name)
+        if not items:
+            raise TuwenError(f"corpus {name} ({BUILTIN[name]}) is empty: run `tuwen ingest --root DIR` first")
+        return items
+    if session.get(store.CorpusRecord, name) is None:
+        known = [
+            r for r in session.scalars(select(store.CorpusRecord.name).order_by(store.CorpusRecord.name))
+        ]
+        raise TuwenError(
+            f"unknown corpus {name!r}; known: {', '.join(known + list(BUILTIN))} "
+            "(add one with `tuwen corpus add NAME FILE`)"
+        )
+    fields = list(
+        session.scalars(
+            select(store.CorpusFieldRecord.field)
+            .where(store.CorpusFieldRecord.corpus == name)
+            .order_by(store.CorpusFieldRecord.position)
+        )
+    )
+    A = store.CorpusAttributeRecord
+    values: dict[int, dict[str, Attribute]] = {}
+    for f, position, i, x, s in session.execute(
+        select(A.field, A.position, A.int_value, A.float_value, A.str_value).where(A.corpus == name)
+    ):
+        values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
+    records = session.scalars(
+        select(store.CorpusItemRecord)
+        .where(store.CorpusItemRecord.corpus == name)
+        .order_by(store.CorpusItemRecord.position)
+    )
+    return [
+        CorpusItem(
+            position=r.position,
+            item_id=r.item_id,
+            caption=r.caption,
+            image_path=r.image_path,
+            image_status=r.image_status,
+            time=r.time_at if r.time_at is not None else r.time_int,
+            attributes={f: values.get(r.position, {}).get(f) for f in fields},
+        )
+        for r in records
+    ]
+
+
+def _builtin_items(session: store.Session, name: str) -> list[CorpusItem]:
+    """The competition collections as corpora, read from their own tables."""
+    if name in _BUILTIN_TEXTS:
+        return [
+            CorpusItem(i, t.text_id, t.caption or None, None, None, None, {})
+            for i, t in enumerate(store.list_texts(session, collection=name))
+        ]
+    if name != store.TRAIN_IMAGES:
+        return [
+            CorpusItem(i, r.image_id, None, r.path or None, r.status, None, {})
+            for i, r in enumerate(store.list_images(session, collection=name))
+        ]
+    images = {r.image_id: r for r in store.list_images(session, collection=store.TRAIN_IMAGES)}
+    seen: dict[str, int] = {}
+    items = []
+    pairs = session.scalars(select(store.PairRecord).order_by(store.PairRecord.position))
+    for i, pair in enumerate(pairs):  # an image with several captions: one item per pair
+        seen[pair.image_id] = seen.get(pair.image_id, 0) + 1
+        item_id = pair.image_id if seen[pair.image_id] == 1 else f"{pair.image_id}#{seen[pair.image_id]}"
+        image = images.get(pair.image_id)
+        path, status = (image.path or None, image.status) if image else (None, store.STATUS_MISSING)
+        items.append(CorpusItem(i, item_id, pair.caption, path, status, None, {"line": pair.position}))
+    return items
+
+
+def _user_infos(session: store.Session) -> list[CorpusInfo]:
+    Item, Field = store.CorpusItemRecord, store.CorpusFieldRecord
+    fields: dict[str, dict[str, str]] = {}
+    by_corpus = select(Field.corpus, Field.field, Field.kind).order_by(Field.corpus, Field.position)
+    for corpus, f, kind in session.execute(by_corpus):
+        fields.setdefault(corpus, {})[f] = kind
+    ok = func.sum(case((Item.image_status == store.STATUS_OK, 1), else_=0))
+    counts = {
+        corpus: (images, int(images_ok or 0), captions)
+        for corpus, images, images_ok, captions in session.execute(
+            select(Item.corpus, func.count(Item.image_path), ok, func.count(Item.caption)).group_by(
+                Item.corpus
+            )
+        )
+    }
+    return [
+        CorpusInfo(
+            name=c.name,
+            source=c.source,
+            rows=c.rows,
+            images=counts.get(c.name, (0, 0, 0))[0],
+            images_ok=counts.get(c.name, (0, 0, 0))[1],
+            captions=counts.get(c.name, (0, 0, 0))[2],
+            time_kind=c.time_kind,
+            fields=fields.get(c.name, {}),
+            model_id=None,
+        )
+        for c in session.scalars(select(store.CorpusRecord).order_by(store.CorpusRecord.name))
+    ]
+
+
+def _builtin_infos(session: store.Session) -> list[CorpusInfo]:
+    infos = []
+    for name, what in BUILTIN.items():
+        items = _builtin_items(session, name)
+        if items:
+            infos.append(
+                CorpusInfo(
+                    name=name,
+                    source=what,
+                    rows=len(items),
+                    images=sum(i.image_status is not None for i in items),
+                    images_ok=sum(i.image_status == store.STATUS_OK for i in items),
+                    captions=sum(i.caption is not None for i in items),
+                    time_kind=None,
+                    fields={"line": KIND_INT} if name == store.TRAIN_IMAGES else {},
+                    model_id=None,
+                    builtin=True,
+                )
+            )
+    return infos
+
+
+def fingerprint(items: list[CorpusItem]) -> str:
+    """What the embeddings depend on (ids, captions, image paths and status), to tell stale ones."""
+    digest = hashlib.sha256()
+    for item in items:
+        fields = (item.item_id, item.caption or "", item.image_path or "", item.image_status or "")
+        digest.update(("\x1f".join(fields) + "\x1e").encode("utf-8"))
+    return digest.hexdigest()
+
+
+# --- Embeddings (``tuwen corpus encode``): a generation under corpora/<name>/ ----------------------
+
+
+def _current_manifest(settings: Settings, name: str) -> tuple[Path, dict] | None:
+    root = corpus_dir(settings, name)
+    live = index_files.current_generation_name(root)
+    if live is None or not (root / live / "manifest.json").is_file():
+        return None
+    try:
+        return root / live, json.loads((root / live / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TuwenError(f"cannot read {root / live / 'manifest.json'}: {exc}") from exc
+
+
+def _encoded_model(settings: Settings, session: store.Session, name: str) -> str | None:
+    """The model id of the corpus's current embeddings if they match its items, else None."""
+    current = _current_manifest(settings, name)
+    if current is None:
+        return None
+    manifest = current[1]
+    fresh = manifest.get("fingerprint") == fingerprint(_load_items(session, name))
+    return manifest.get("model_id") if fresh else None

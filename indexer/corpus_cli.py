@@ -1,0 +1,93 @@
+"""``tuwen corpus add | list | encode`` (handlers import their stage lazily)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.console import say
+from common.precision import PRECISIONS
+
+
+def _settings(args):
+    from common.settings import get_settings
+
+    return get_settings(args.home)
+
+
+def _add(args) -> int:
+    from indexer.corpus import add_corpus
+
+    add_corpus(
+        settings=_settings(args),
+        name=args.name,
+        file=args.file,
+        images=args.images,
+        workers=args.workers,
+        echo=say,
+    )
+    return 0
+
+
+def _list(args) -> int:
+    from dataclasses import asdict
+
+    from indexer.corpus import list_corpora
+
+    infos = list_corpora(settings=_settings(args))
+    if args.json:
+        print(json.dumps([asdict(i) for i in infos], ensure_ascii=False, indent=1))
+        return 0
+    if not infos:
+        say("no corpora: `tuwen corpus add NAME FILE`, or `tuwen ingest --root DIR` for the competition's")
+    for i in infos:
+        fields = ", ".join(f"{f}:{k}" for f, k in i.fields.items()) or "-"
+        print(
+            f"{i.name}\t{i.rows} rows\t{i.images_ok}/{i.images} images\t{i.captions} captions\t"
+            f"time {i.time_kind or '-'}\tattributes {fields}\tencoded {i.model_id or '-'}\t{i.source}"
+        )
+    return 0
+
+
+def _encode(args) -> int:
+    from indexer.corpus_encode import encode_corpus
+
+    encode_corpus(
+        settings=_settings(args),
+        name=args.name,
+        model=args.model,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        echo=say,
+    )
+    return 0
+
+
+def register(sub, *, common) -> None:
+    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, list, encode")
+    actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+
+    p = actions.add_parser("add", help="read a CSV, JSONL or JSON-array file into the store (replaces NAME)")
+    common(p)
+    p.add_argument("name")
+    p.add_argument(
+        "file", type=Path, help="fields id, image, caption, time; any other scalar is an attribute"
+    )
+    p.add_argument("--images", type=Path, default=None, help="folder the image paths are relative to")
+    p.add_argument("--workers", type=int, default=None, help="image-check processes")
+    p.set_defaults(handler=_add)
+
+    p = actions.add_parser("list", help="the corpora in the store, the competition collections included")
+    common(p)
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(handler=_list)
+
+    p = actions.add_parser("encode", help="embed every image and caption of a corpus with a model")
+    common(p)
+    p.add_argument("name")
+    p.add_argument("--model", required=True, help="a model spec, as for `tuwen index`")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="image decode processes")
+    p.set_defaults(handler=_encode)
