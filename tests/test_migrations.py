@@ -200,7 +200,7 @@ def test_the_upgrade_adds_the_corpus_tables(v0_store):
 
 
 def test_a_failed_upgrade_leaves_the_store_as_it_was(v0_store):
-    """DDL runs in the migration's one transaction: the stamp and the tables made before the failure go too."""
+    """DDL runs in one transaction: the stamp and the tables made before the failure are undone too."""
     engine = create_engine(v0_store)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE corpus_attributes (clash INTEGER)"))  # the last table 0002 creates
