@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -202,10 +202,7 @@ def list_corpora(*, settings: Settings) -> list[CorpusInfo]:
     try:
         with store.transaction(engine) as session:
             infos = _user_infos(session) + _builtin_infos(session)
-            return [
-                CorpusInfo(**{**vars(i), "model_id": _encoded_model(settings, session, i.name)})
-                for i in infos
-            ]
+            return [replace(i, model_id=_encoded_model(settings, session, i.name)) for i in infos]
     finally:
         engine.dispose()
 
@@ -323,25 +320,39 @@ def _user_infos(session: store.Session) -> list[CorpusInfo]:
 
 
 def _builtin_infos(session: store.Session) -> list[CorpusInfo]:
-    infos = []
-    for name, what in BUILTIN.items():
-        items = _builtin_items(session, name)
-        if items:
-            infos.append(
-                CorpusInfo(
-                    name=name,
-                    source=what,
-                    rows=len(items),
-                    images=sum(i.image_status is not None for i in items),
-                    images_ok=sum(i.image_status == store.STATUS_OK for i in items),
-                    captions=sum(i.caption is not None for i in items),
-                    time_kind=None,
-                    fields={"line": KIND_INT} if name == store.TRAIN_IMAGES else {},
-                    model_id=None,
-                    builtin=True,
-                )
-            )
-    return infos
+    """The competition collections that hold rows, counted in SQL (50,000 rows each in the real data)."""
+    Image, Text, Pair = store.ImageRecord, store.TextRecord, store.PairRecord
+    ok = func.sum(case((Image.status == store.STATUS_OK, 1), else_=0))
+    per_image_collection = select(Image.collection, func.count(), ok).group_by(Image.collection)
+    captioned = func.sum(case((Text.caption != "", 1), else_=0))
+    per_text_collection = select(Text.collection, func.count(), captioned).group_by(Text.collection)
+    # (rows, images, images ok, captions) by collection
+    counts = {c: (n, n, int(k or 0), 0) for c, n, k in session.execute(per_image_collection)}
+    counts |= {c: (n, 0, 0, int(k or 0)) for c, n, k in session.execute(per_text_collection)}
+    pairs = session.scalar(select(func.count()).select_from(Pair)) or 0
+    readable = (
+        select(func.count())
+        .select_from(Pair)
+        .join(Image, (Image.image_id == Pair.image_id) & (Image.collection == store.TRAIN_IMAGES))
+    )
+    pairs_ok = session.scalar(readable.where(Image.status == store.STATUS_OK)) or 0
+    counts[store.TRAIN_IMAGES] = (pairs, pairs, pairs_ok, pairs)
+    return [
+        CorpusInfo(
+            name=name,
+            source=what,
+            rows=counts[name][0],
+            images=counts[name][1],
+            images_ok=counts[name][2],
+            captions=counts[name][3],
+            time_kind=None,
+            fields={"line": KIND_INT} if name == store.TRAIN_IMAGES else {},
+            model_id=None,
+            builtin=True,
+        )
+        for name, what in BUILTIN.items()
+        if counts.get(name, (0,))[0]
+    ]
 
 
 def fingerprint(items: list[CorpusItem]) -> str:

@@ -286,6 +286,10 @@ def test_cli_list_shows_added_and_competition_corpora(ingested, images, tmp_path
     assert listed["train"]["rows"] == counts["pairs"]
     assert listed["image_candidates"]["rows"] == counts["images.image_candidates"]
     assert listed["text_queries"]["captions"] == counts["texts.text_queries"]
+    for name in ("train", "image_candidates", "image_queries"):  # counted in SQL = the items served
+        items = corpus.load_items(settings=ingested, name=name)
+        assert listed[name]["images_ok"] == sum(i.image_status == "ok" for i in items)
+        assert listed[name]["captions"] == sum(i.caption is not None for i in items)
     rc, out, _ = _cli(capsys, "corpus", "list", "--home", home)
     assert out.splitlines()[0].startswith("posts\t5 rows\t2/4 images\t4 captions\ttime datetime")
 
