@@ -365,24 +365,76 @@ def fingerprint(items: list[CorpusItem]) -> str:
 
 
 # --- Embeddings (``tuwen corpus encode``): a generation under corpora/<name>/ ----------------------
+#
+# The generation holds the sets IMAGE_SET and TEXT_SET (vectors of the items with a usable image /
+# a caption, ids = item ids) and SOURCE_FILE, which names the corpus and the fingerprint of the
+# items it was encoded from, so embeddings of a corpus that changed since are never served.
+
+IMAGE_SET, TEXT_SET = "images", "texts"
+SOURCE_FILE = "corpus.json"
 
 
-def _current_manifest(settings: Settings, name: str) -> tuple[Path, dict] | None:
+def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
+    """The corpus's current embeddings, row i = the item at position i (see ``CorpusEmbeddings``)."""
+    items = load_items(settings=settings, name=name)
+    current = _current_generation(settings, name)
+    if current is None:
+        raise TuwenError(f"corpus {name} is not encoded: run `tuwen corpus encode {name} --model SPEC`")
+    folder, manifest, source = current
+    if source.get("fingerprint") != fingerprint(items):
+        raise TuwenError(
+            f"corpus {name} changed since it was encoded with {manifest.get('model_spec')}: "
+            f"run `tuwen corpus encode {name} --model SPEC` again"
+        )
+    positions = {item.item_id: item.position for item in items}
+    image_vectors, image_mask = _aligned(folder, IMAGE_SET, positions)
+    text_vectors, text_mask = _aligned(folder, TEXT_SET, positions)
+    return CorpusEmbeddings(
+        model_id=manifest["model_id"],
+        image_vectors=image_vectors,
+        text_vectors=text_vectors,
+        image_mask=image_mask,
+        text_mask=text_mask,
+    )
+
+
+def _aligned(folder: Path, set_name: str, positions: dict[str, int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """A stored set spread over all items: zero rows (mask False) where an item has no vector."""
+    mask = np.zeros(len(positions), dtype=bool)
+    if not (folder / f"{set_name}.npy").is_file():
+        return None, mask
+    ids = json.loads((folder / f"{set_name}.ids.json").read_text(encoding="utf-8"))
+    vectors = np.load(folder / f"{set_name}.npy")
+    rows = np.array([positions[i] for i in ids], dtype=np.int64)
+    out = np.zeros((len(positions), vectors.shape[1]), dtype=np.float32)
+    out[rows] = vectors
+    mask[rows] = True
+    return (out if mask.any() else None), mask
+
+
+def _current_generation(settings: Settings, name: str) -> tuple[Path, dict, dict] | None:
+    """(folder, manifest, source) of the corpus's live generation, or None when never encoded."""
     root = corpus_dir(settings, name)
     live = index_files.current_generation_name(root)
     if live is None or not (root / live / "manifest.json").is_file():
         return None
     try:
-        return root / live, json.loads((root / live / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((root / live / "manifest.json").read_text(encoding="utf-8"))
+        source_file = root / live / SOURCE_FILE
+        source = json.loads(source_file.read_text(encoding="utf-8")) if source_file.is_file() else {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TuwenError(f"cannot read {root / live / 'manifest.json'}: {exc}") from exc
+        raise TuwenError(f"cannot read the embeddings in {root / live}: {exc}") from exc
+    return root / live, manifest, source
 
 
 def _encoded_model(settings: Settings, session: store.Session, name: str) -> str | None:
     """The model id of the corpus's current embeddings if they match its items, else None."""
-    current = _current_manifest(settings, name)
+    current = _current_generation(settings, name)
     if current is None:
         return None
-    manifest = current[1]
-    fresh = manifest.get("fingerprint") == fingerprint(_load_items(session, name))
-    return manifest.get("model_id") if fresh else None
+    _, manifest, source = current
+    return (
+        manifest.get("model_id")
+        if source.get("fingerprint") == fingerprint(_load_items(session, name))
+        else None
+    )
