@@ -16,7 +16,7 @@ def _settings(args):
 
 
 def _add(args) -> int:
-    from indexer.corpus import add_corpus
+    from indexer.corpus_add import add_corpus
 
     add_corpus(
         settings=_settings(args),

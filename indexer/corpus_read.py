@@ -22,6 +22,7 @@ RESERVED = ("id", "image", "caption", "time")
 TIME_DATETIME, TIME_INT = "datetime", "int"
 KIND_INT, KIND_FLOAT, KIND_STR = "int", "float", "str"
 _INT64 = 2**63
+MAX_NAME = 255  # ids and field names (String(255) columns)
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _BOOLS = {"true": 1, "false": 0}
@@ -172,7 +173,13 @@ def _parse_row(raw: RawRow, base: Path, fields: dict[str, str]) -> ParsedRow:
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise TuwenError(f"{raw.where}: field {name!r} is {value}, not a finite number")
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold it
+            raise TuwenError(f"{raw.where}: field {name!r} contains a NUL character")
+        if len(name) > MAX_NAME:
+            raise TuwenError(f"{raw.where}: field name {name[:40]!r}... is longer than {MAX_NAME} characters")
     item_id = _text(values.get("id")) or str(raw.number)
+    if len(item_id) > MAX_NAME:
+        raise TuwenError(f"{raw.where}: id {item_id[:40]!r}... is longer than {MAX_NAME} characters")
     caption = _text(values.get("caption"))
     image = _text(values.get("image"))
     if caption is None and image is None:

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, select, text
 
 from common.errors import TuwenError
 from common.settings import Settings
-from indexer import corpus, store
+from indexer import corpus, corpus_add, store
 from tuwen.cli import main
 
 ROWS = [  # id, image, caption, time, likes (int), score (float), tag (str), hot (bool)
@@ -44,7 +44,7 @@ def _csv(path: Path, rows, *, encoding: str, header: str = HEADER) -> Path:
 
 
 def _add(settings: Settings, name: str, file: Path, images: Path | None = None, echo=None):
-    return corpus.add_corpus(
+    return corpus_add.add_corpus(
         settings=settings, name=name, file=file, images=images, workers=1, progress=False, echo=echo
     )
 
@@ -245,6 +245,8 @@ BAD_FILES = {
         '{"caption": "一", "tags": ["a", "b"]}\n',
         r"l\.jsonl:1: field 'tags' is an array; only scalars",
     ),
+    "nul-character": ("z.jsonl", '{"caption": "a\\u0000b"}\n', r"z\.jsonl:1: field 'caption' contains a NUL"),
+    "long-id": ("i.csv", "id,caption\n" + "x" * 300 + ",一\n", r"i\.csv:2: id 'x+'\.\.\. is longer than 255"),
     "no-usable-field": ("u.csv", "title,body\n一,二\n", r"u\.csv: no `image` or `caption` field"),
     "not-objects": ("o.json", "[1, 2]", r"o\.json: item 1: expected a JSON object"),
 }
