@@ -26,6 +26,7 @@ from common.errors import TuwenError
 from common.settings import Settings
 from indexer import index_files, store
 from indexer.corpus_read import KIND_INT
+from indexer.manifest import MANIFEST_FILE
 
 BUILTIN = {
     store.TRAIN_IMAGES: "附件1 training pairs",
@@ -278,17 +279,17 @@ def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
     current = _current_generation(settings, name)
     if current is None:
         raise TuwenError(f"corpus {name} is not encoded: run `tuwen corpus encode {name} --model SPEC`")
-    folder, manifest, source = current
+    generation, source = current
     if source.get("fingerprint") != fingerprint(items):
         raise TuwenError(
-            f"corpus {name} changed since it was encoded with {manifest.get('model_spec')}: "
+            f"corpus {name} changed since it was encoded with {generation.manifest.model_spec}: "
             f"run `tuwen corpus encode {name} --model SPEC` again"
         )
     positions = {item.item_id: item.position for item in items}
-    image_vectors, image_mask = _aligned(folder, IMAGE_SET, positions)
-    text_vectors, text_mask = _aligned(folder, TEXT_SET, positions)
+    image_vectors, image_mask = _aligned(generation, IMAGE_SET, positions)
+    text_vectors, text_mask = _aligned(generation, TEXT_SET, positions)
     return CorpusEmbeddings(
-        model_id=manifest["model_id"],
+        model_id=generation.model_id,
         image_vectors=image_vectors,
         text_vectors=text_vectors,
         image_mask=image_mask,
@@ -296,33 +297,33 @@ def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
     )
 
 
-def _aligned(folder: Path, set_name: str, positions: dict[str, int]) -> tuple[np.ndarray | None, np.ndarray]:
+def _aligned(
+    generation: index_files.LoadedIndex, set_name: str, positions: dict[str, int]
+) -> tuple[np.ndarray | None, np.ndarray]:
     """A stored set spread over all items: zero rows (mask False) where an item has no vector."""
     mask = np.zeros(len(positions), dtype=bool)
-    if not (folder / f"{set_name}.npy").is_file():
+    stored = generation.sets.get(set_name)
+    if stored is None:
         return None, mask
-    ids = json.loads((folder / f"{set_name}.ids.json").read_text(encoding="utf-8"))
-    vectors = np.load(folder / f"{set_name}.npy")
-    rows = np.array([positions[i] for i in ids], dtype=np.int64)
-    out = np.zeros((len(positions), vectors.shape[1]), dtype=np.float32)
-    out[rows] = vectors
+    rows = np.array([positions[i] for i in stored.ids], dtype=np.int64)
+    out = np.zeros((len(positions), stored.vectors.shape[1]), dtype=np.float32)
+    out[rows] = stored.vectors
     mask[rows] = True
     return (out if mask.any() else None), mask
 
 
-def _current_generation(settings: Settings, name: str) -> tuple[Path, dict, dict] | None:
-    """(folder, manifest, source) of the corpus's live generation, or None when never encoded."""
+def _current_generation(settings: Settings, name: str) -> tuple[index_files.LoadedIndex, dict] | None:
+    """(the corpus's live generation, its corpus.json), or None when it was never encoded."""
     root = corpus_dir(settings, name)
     live = index_files.current_generation_name(root)
-    if live is None or not (root / live / "manifest.json").is_file():
+    if live is None or not (root / live / MANIFEST_FILE).is_file():
         return None
+    generation = index_files.load_generation(root / live)
     try:
-        manifest = json.loads((root / live / "manifest.json").read_text(encoding="utf-8"))
-        source_file = root / live / SOURCE_FILE
-        source = json.loads(source_file.read_text(encoding="utf-8")) if source_file.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TuwenError(f"cannot read the embeddings in {root / live}: {exc}") from exc
-    return root / live, manifest, source
+        source = json.loads((generation.path / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        source = {}  # unreadable or absent: treated as stale, so it is encoded again
+    return generation, source
 
 
 def _encoded_model(settings: Settings, session: store.Session, name: str) -> str | None:
@@ -330,9 +331,6 @@ def _encoded_model(settings: Settings, session: store.Session, name: str) -> str
     current = _current_generation(settings, name)
     if current is None:
         return None
-    _, manifest, source = current
-    return (
-        manifest.get("model_id")
-        if source.get("fingerprint") == fingerprint(_load_items(session, name))
-        else None
-    )
+    generation, source = current
+    fresh = source.get("fingerprint") == fingerprint(_load_items(session, name))
+    return generation.model_id if fresh else None

@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import inspect, select, text
@@ -317,3 +318,86 @@ def test_competition_collections_are_corpora(ingested):
     assert [(i.item_id, i.caption, i.image_status) for i in texts] == [
         (q.text_id, q.caption, None) for q in queries
     ]
+
+
+# --- corpus encode -> load_embeddings ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_mapper(one_thread):
+    from indexer.encode.mapper import EncodeMapper
+
+    return EncodeMapper("tiny", precision="fp32", workers=1)
+
+
+def test_encode_then_load_embeddings_aligned_normalised_and_masked(
+    settings, images, tmp_path, capsys, tiny_mapper
+):
+    _add(settings, "posts", _csv(tmp_path / "posts.csv", ROWS, encoding="utf-8"), images)
+    not_encoded = "corpus posts is not encoded: run `tuwen corpus encode posts --model SPEC`"
+    with pytest.raises(TuwenError, match=re.escape(not_encoded)):
+        corpus.load_embeddings(settings=settings, name="posts")
+    home = str(settings.home)
+    args = ("corpus", "encode", "posts", "--model", "tiny", "--precision", "fp32", "--workers", "1")
+    rc, _, err = _cli(capsys, *args, "--home", home)
+    assert rc == 0, err
+    emb = corpus.load_embeddings(settings=settings, name="posts")
+    items = corpus.load_items(settings=settings, name="posts")
+    assert (
+        emb.image_mask.tolist()
+        == [i.image_status == "ok" for i in items]
+        == [True, True, False, False, False]
+    )
+    assert emb.text_mask.tolist() == [i.caption is not None for i in items] == [True, True, True, False, True]
+    for vectors, mask in ((emb.image_vectors, emb.image_mask), (emb.text_vectors, emb.text_mask)):
+        assert vectors.dtype == np.float32 and vectors.shape[0] == len(items)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), mask.astype(np.float32), atol=1e-5)
+    captions = [i.caption for i in items if i.caption]
+    texts, _ = tiny_mapper.encode_sources("text", captions)
+    pictures, _ = tiny_mapper.encode_sources("image", [i.image_path for i in items if i.image_status == "ok"])
+    assert not np.allclose(texts[0], texts[1]) and not np.allclose(pictures[0], pictures[1])
+    np.testing.assert_allclose(emb.text_vectors[emb.text_mask], texts, atol=1e-5)  # row i = item i
+    np.testing.assert_allclose(emb.image_vectors[emb.image_mask], pictures, atol=1e-5)
+    listed = {c.name: c for c in corpus.list_corpora(settings=settings)}
+    assert listed["posts"].model_id == emb.model_id == tiny_mapper.model_fields()["model_id"]
+
+    _add(settings, "posts", _csv(tmp_path / "v2.csv", ROWS[:3], encoding="utf-8"), images)  # changed
+    with pytest.raises(TuwenError, match="corpus posts changed since it was encoded with tiny"):
+        corpus.load_embeddings(settings=settings, name="posts")
+    assert {c.name: c for c in corpus.list_corpora(settings=settings)}["posts"].model_id is None
+
+
+def test_encode_a_text_only_corpus_through_a_given_runner(settings, tmp_path, tiny_mapper):
+    from indexer.corpus_encode import encode_corpus
+    from indexer.encode.runner import run_local
+
+    file = _write(tmp_path / "t.json", json.dumps([{"caption": "一"}, {"caption": "二"}], ensure_ascii=False))
+    _add(settings, "words", file)
+    driven = []
+
+    def recording_runner(sets, mapper, writer, say):
+        driven.extend(s.name for s in sets)
+        run_local(sets, mapper, writer, say)
+
+    encode_corpus(
+        settings=settings, name="words", model="tiny", workers=1, progress=False, runner=recording_runner
+    )
+    assert driven == ["texts"]
+    emb = corpus.load_embeddings(settings=settings, name="words")
+    assert emb.image_vectors is None and emb.image_mask.tolist() == [False, False]
+    assert emb.text_vectors.shape[0] == 2 and emb.text_mask.all()
+
+
+def test_encode_a_competition_collection(ingested, tiny_mapper):
+    from indexer.corpus_encode import encode_corpus
+
+    encode_corpus(settings=ingested, name="train", model="tiny", workers=1, progress=False)
+    items = corpus.load_items(settings=ingested, name="train")
+    emb = corpus.load_embeddings(settings=ingested, name="train")
+    assert emb.image_mask.tolist() == [i.image_status == "ok" for i in items]
+    assert emb.text_mask.all() and emb.text_vectors.shape[0] == len(items)
+    first_ok = int(np.flatnonzero(emb.image_mask)[0])
+    twins = [i for i, item in enumerate(items) if item.image_path == items[first_ok].image_path]
+    np.testing.assert_allclose(
+        emb.image_vectors[twins], emb.image_vectors[[first_ok] * len(twins)], atol=1e-6
+    )

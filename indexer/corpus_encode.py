@@ -1,0 +1,79 @@
+"""``tuwen corpus encode NAME --model SPEC``: every usable image and every caption of a corpus.
+
+The index build's stages (``indexer.encode``) over a corpus: ``corpus_sets`` is the reader (rows
+``(position, item id, image path or caption)``), ``EncodeMapper`` the mapper, and a
+``GenerationWriter`` on ``$TUWEN_HOME/corpora/<name>/`` the writer, driven by a runner
+(``run_local`` unless another is passed). Images that fail at encode time are left out (their
+mask stays False). The generation also holds ``corpus.json``: the corpus and the fingerprint of the
+items it was encoded from, so ``load_embeddings`` never serves vectors of a corpus that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from common.errors import TuwenError
+from common.settings import Settings
+from indexer import store
+from indexer.corpus import IMAGE_SET, SOURCE_FILE, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
+from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
+from indexer.encode.reader import EncodeRow, EncodeSet
+from indexer.encode.runner import Runner, run_local
+from indexer.encode.writer import GenerationWriter
+
+log = logging.getLogger(__name__)
+
+
+def corpus_sets(items: list[CorpusItem]) -> list[EncodeSet]:
+    """The reader: the items' readable images and their captions, as encode sets (empty ones left out)."""
+    images = [
+        EncodeRow(i.position, i.item_id, i.image_path) for i in items if i.image_status == store.STATUS_OK
+    ]
+    texts = [EncodeRow(i.position, i.item_id, i.caption) for i in items if i.caption]
+    sets = [
+        EncodeSet(IMAGE_SET, "image", images, searchable=False),
+        EncodeSet(TEXT_SET, "text", texts, searchable=False),
+    ]
+    return [s for s in sets if s.rows]
+
+
+def encode_corpus(
+    *,
+    settings: Settings,
+    name: str,
+    model: str,
+    precision: str = "auto",
+    batch_size: int = DEFAULT_BATCH,
+    workers: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    runner: Runner = run_local,
+) -> Path:
+    """Encode corpus ``name`` with ``model`` and publish it as the corpus's live generation."""
+    say = echo or log.info
+    items = load_items(settings=settings, name=name)
+    sets = corpus_sets(items)
+    if not sets:
+        raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
+    mapper = EncodeMapper(
+        model,
+        precision=precision,
+        device=settings.device,
+        weights_dir=settings.weights_dir,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    say(mapper.describe())
+    with GenerationWriter(corpus_dir(settings, name)) as writer:
+        runner(sets, mapper, writer, say)
+        source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
+        # sealed, renamed and switched with the sets by publish (it fsyncs every file in the folder)
+        (writer.tmp / SOURCE_FILE).write_text(json.dumps(source), encoding="utf-8")
+        final = writer.publish(**mapper.model_fields())
+    counts = ", ".join(f"{k} {v}" for k, v in writer.counts.items())
+    say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")
+    return final
