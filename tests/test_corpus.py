@@ -401,3 +401,57 @@ def test_encode_a_competition_collection(ingested, tiny_mapper):
     np.testing.assert_allclose(
         emb.image_vectors[twins], emb.image_vectors[[first_ok] * len(twins)], atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-05-17", datetime(2024, 5, 17)),
+        ("2024-05-17 08:30", datetime(2024, 5, 17, 8, 30)),
+        ("2024-05-17T08:30:00Z", datetime(2024, 5, 17, 8, 30)),
+        ("2024-05-17T08:30:00+08:00", datetime(2024, 5, 17, 8, 30)),  # wall-clock time as written
+        ("2024/05/17", datetime(2024, 5, 17)),
+        ("2024-05", datetime(2024, 5, 1)),
+        ("17", 17),
+        (-3, -3),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_time_values(value, expected):
+    from indexer.corpus_read import parse_time
+
+    assert parse_time(value, where="f:2") == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", 1.5, True, "2024-13-01"])
+def test_bad_time_values_name_the_row(value):
+    from indexer.corpus_read import parse_time
+
+    with pytest.raises(TuwenError, match=r"^f:2: time .* is neither an ISO date/datetime"):
+        parse_time(value, where="f:2")
+
+
+def test_a_json_field_mixing_numbers_and_text_is_kept_as_text(settings, tmp_path):
+    file = _write(
+        tmp_path / "m.jsonl", '{"caption": "一", "likes": 3}\n{"caption": "二", "likes": "1.2万"}\n'
+    )
+    lines: list[str] = []
+    info = _add(settings, "mixed", file, echo=lines.append)
+    assert info.fields == {"likes": "str"}
+    assert [i.attributes["likes"] for i in corpus.load_items(settings=settings, name="mixed")] == [
+        "3",
+        "1.2万",
+    ]
+    assert any("field 'likes' mixes numbers and text" in line and "m.jsonl:2" in line for line in lines)
+
+
+def test_missing_file_or_images_folder(tmp_path, capsys):
+    home = str(tmp_path / "home")
+    rc, _, err = _cli(capsys, "corpus", "add", "x", str(tmp_path / "nope.csv"), "--home", home)
+    assert rc == 2 and f"{tmp_path / 'nope.csv'}: no such file" in err
+    file = _write(tmp_path / "ok.csv", "caption\n一\n")
+    rc, _, err = _cli(
+        capsys, "corpus", "add", "x", str(file), "--images", str(tmp_path / "no-dir"), "--home", home
+    )
+    assert rc == 2 and "the images folder does not exist" in err
