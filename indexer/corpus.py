@@ -106,6 +106,19 @@ def list_corpora(*, settings: Settings) -> list[CorpusInfo]:
         engine.dispose()
 
 
+def corpus_info(*, settings: Settings, name: str) -> CorpusInfo:
+    """What ``list_corpora`` says of one corpus."""
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            _load_items(session, name)  # an unknown name is refused with the known ones
+            infos = _user_infos(session, only=name) if name not in BUILTIN else _builtin_infos(session)
+            info = next(i for i in infos if i.name == name)
+            return replace(info, model_id=_encoded_model(settings, session, name))
+    finally:
+        engine.dispose()
+
+
 def load_items(*, settings: Settings, name: str) -> list[CorpusItem]:
     """Every item of corpus ``name`` in row order (also the competition collections)."""
     engine = store.make_engine(settings.store_url)
@@ -187,7 +200,7 @@ def _builtin_items(session: store.Session, name: str) -> list[CorpusItem]:
     return items
 
 
-def _user_infos(session: store.Session) -> list[CorpusInfo]:
+def _user_infos(session: store.Session, only: str | None = None) -> list[CorpusInfo]:
     Item, Field = store.CorpusItemRecord, store.CorpusFieldRecord
     fields: dict[str, dict[str, str]] = {}
     by_corpus = select(Field.corpus, Field.field, Field.kind).order_by(Field.corpus, Field.position)
@@ -215,6 +228,7 @@ def _user_infos(session: store.Session) -> list[CorpusInfo]:
             model_id=None,
         )
         for c in session.scalars(select(store.CorpusRecord).order_by(store.CorpusRecord.name))
+        if only is None or c.name == only
     ]
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete
 from common.runtime import check_workers
 from common.settings import Settings
 from indexer import store
-from indexer.corpus import Attribute, CorpusInfo, check_name, list_corpora
+from indexer.corpus import Attribute, CorpusInfo, check_name, corpus_info
 from indexer.corpus_read import KIND_FLOAT, KIND_INT, ParsedCorpus, ParsedRow, read_corpus_file
 from indexer.ingest import check_paths
 
@@ -52,7 +52,7 @@ def add_corpus(
             _replace(session, name, parsed, items)
     finally:
         engine.dispose()
-    info = next(i for i in list_corpora(settings=settings) if i.name == name)
+    info = corpus_info(settings=settings, name=name)
     if echo:
         for warning in parsed.warnings:
             echo(f"warning: {warning}")

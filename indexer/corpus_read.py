@@ -143,7 +143,7 @@ def _json_array(path: Path, text: str) -> list[RawRow]:
 
 def _json_lines(path: Path, text: str) -> list[RawRow]:
     rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
         if not line.strip():
             continue
         where = f"{path}:{line_no}"

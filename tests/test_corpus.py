@@ -137,17 +137,18 @@ def test_jsonl_with_day_numbers_bools_and_missing_keys(settings, tmp_path):
     records = [
         {"id": 7, "image": "g.jpg", "caption": "绿色外套", "time": 1, "likes": 5, "sale": True, "price": 9},
         {"id": "8", "caption": "没有图片", "time": "2", "likes": 6, "sale": False, "price": 9.5},
-        {"id": 9, "image": "g.jpg", "time": 30, "brand": "某牌"},
+        {"id": 9, "image": "g.jpg", "time": 30, "brand": "某牌\u2028第二行"},
     ]
     file = folder / "posts.jsonl"
-    file.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n\n", encoding="utf-8")
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]  # U+2028 stays raw inside a string
+    file.write_text("\r\n".join(lines) + "\n\n", encoding="utf-8")
     info = _add(settings, "daily", file)  # image paths relative to the file's folder
     assert info.time_kind == "int"
     assert info.fields == {"likes": "int", "sale": "int", "price": "float", "brand": "str"}
     items = corpus.load_items(settings=settings, name="daily")
     assert [(i.item_id, i.time) for i in items] == [("7", 1), ("8", 2), ("9", 30)]
     assert items[0].attributes == {"likes": 5, "sale": 1, "price": 9.0, "brand": None}
-    assert items[1].attributes["sale"] == 0 and items[2].attributes["brand"] == "某牌"
+    assert items[1].attributes["sale"] == 0 and items[2].attributes["brand"] == "某牌\u2028第二行"
     assert [i.image_status for i in items] == ["ok", None, "ok"]
 
 
