@@ -111,9 +111,11 @@ def corpus_info(*, settings: Settings, name: str) -> CorpusInfo:
     engine = store.make_engine(settings.store_url)
     try:
         with store.transaction(engine) as session:
-            _load_items(session, name)  # an unknown name is refused with the known ones
+            _check_known(session, name)
             infos = _user_infos(session, only=name) if name not in BUILTIN else _builtin_infos(session)
-            info = next(i for i in infos if i.name == name)
+            info = next((i for i in infos if i.name == name), None)
+            if info is None:
+                raise TuwenError(_empty_builtin(name))
             return replace(info, model_id=_encoded_model(settings, session, name))
     finally:
         engine.dispose()
@@ -129,20 +131,26 @@ def load_items(*, settings: Settings, name: str) -> list[CorpusItem]:
         engine.dispose()
 
 
-def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
-    if name in BUILTIN:
-        items = _builtin_items(session, name)
-        if not items:
-            raise TuwenError(f"corpus {name} ({BUILTIN[name]}) is empty: run `tuwen ingest --root DIR` first")
-        return items
-    if session.get(store.CorpusRecord, name) is None:
-        known = [
-            r for r in session.scalars(select(store.CorpusRecord.name).order_by(store.CorpusRecord.name))
-        ]
+def _check_known(session: store.Session, name: str) -> None:
+    if name not in BUILTIN and session.get(store.CorpusRecord, name) is None:
+        known = list(session.scalars(select(store.CorpusRecord.name).order_by(store.CorpusRecord.name)))
         raise TuwenError(
             f"unknown corpus {name!r}; known: {', '.join(known + list(BUILTIN))} "
             "(add one with `tuwen corpus add NAME FILE`)"
         )
+
+
+def _empty_builtin(name: str) -> str:
+    return f"corpus {name} ({BUILTIN[name]}) is empty: run `tuwen ingest --root DIR` first"
+
+
+def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
+    _check_known(session, name)
+    if name in BUILTIN:
+        items = _builtin_items(session, name)
+        if not items:
+            raise TuwenError(_empty_builtin(name))
+        return items
     fields = list(
         session.scalars(
             select(store.CorpusFieldRecord.field)
@@ -156,23 +164,19 @@ def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
         select(A.field, A.position, A.int_value, A.float_value, A.str_value).where(A.corpus == name)
     ):
         values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
-    records = session.scalars(
-        select(store.CorpusItemRecord)
-        .where(store.CorpusItemRecord.corpus == name)
-        .order_by(store.CorpusItemRecord.position)
+    Item = store.CorpusItemRecord
+    columns = (Item.position, Item.item_id, Item.caption, Item.image_path, Item.image_status)
+    rows = session.execute(  # plain rows, not ORM objects: a third of the time at 50,000 items
+        select(*columns, Item.time_at, Item.time_int).where(Item.corpus == name).order_by(Item.position)
     )
     return [
         CorpusItem(
-            position=r.position,
-            item_id=r.item_id,
-            caption=r.caption,
-            image_path=r.image_path,
-            image_status=r.image_status,
-            time=r.time_at if r.time_at is not None else r.time_int,
-            attributes={f: values.get(r.position, {}).get(f) for f in fields},
+            position, item_id, caption, image_path, image_status,
+            time_at if time_at is not None else time_int,
+            {f: values.get(position, {}).get(f) for f in fields},
         )
-        for r in records
-    ]
+        for position, item_id, caption, image_path, image_status, time_at, time_int in rows
+    ]  # fmt: skip
 
 
 def _builtin_items(session: store.Session, name: str) -> list[CorpusItem]:

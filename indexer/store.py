@@ -360,8 +360,15 @@ def replace_pairs(session: Session, *, rows: Iterable[dict]) -> int:
 
 
 def insert_rows(session: Session, model: type[Base], rows: list[dict], chunk: int = 5000) -> int:
+    """Insert ``rows`` (dicts with the same keys) in batches.
+
+    A Core insert on the table, not the ORM's bulk insert: the ORM leaves out None values row by
+    row and batches only consecutive rows with the same None pattern, which for rows of mixed
+    nulls (attributes, optional captions) means one statement per row (20,000 rows: 23 s vs <1 s).
+    """
+    table = model.__table__
     for start in range(0, len(rows), chunk):
-        session.execute(insert(model), rows[start : start + chunk])
+        session.execute(insert(table), rows[start : start + chunk])
     return len(rows)
 
 
