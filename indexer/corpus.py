@@ -13,7 +13,6 @@ copy) and ``load_embeddings``.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -284,11 +283,10 @@ def fingerprint(items: list[CorpusItem]) -> str:
 # --- Embeddings (``tuwen corpus encode``): a generation under corpora/<name>/ ----------------------
 #
 # The generation holds the sets IMAGE_SET and TEXT_SET (vectors of the items with a usable image /
-# a caption, ids = item ids) and SOURCE_FILE, which names the corpus and the fingerprint of the
+# a caption, ids = item ids); its manifest's ``source`` names the corpus and the fingerprint of the
 # items it was encoded from, so embeddings of a corpus that changed since are never served.
 
 IMAGE_SET, TEXT_SET = "images", "texts"
-SOURCE_FILE = "corpus.json"
 
 
 def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
@@ -331,17 +329,13 @@ def _aligned(
 
 
 def _current_generation(settings: Settings, name: str) -> tuple[index_files.LoadedIndex, dict] | None:
-    """(the corpus's live generation, its corpus.json), or None when it was never encoded."""
+    """(the corpus's live generation, what it was encoded from), or None when it was never encoded."""
     root = corpus_dir(settings, name)
     live = index_files.current_generation_name(root)
     if live is None or not (root / live / MANIFEST_FILE).is_file():
         return None
     generation = index_files.load_generation(root / live)
-    try:
-        source = json.loads((generation.path / SOURCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        source = {}  # unreadable or absent: treated as stale, so it is encoded again
-    return generation, source
+    return generation, generation.manifest.source or {}  # none recorded: stale, encoded again
 
 
 def _encoded_model(settings: Settings, session: store.Session, name: str) -> str | None:

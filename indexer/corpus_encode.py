@@ -4,13 +4,12 @@ The index build's stages (``indexer.encode``) over a corpus: ``corpus_sets`` is 
 ``(position, item id, image path or caption)``), ``EncodeMapper`` the mapper, and a
 ``GenerationWriter`` on ``$TUWEN_HOME/corpora/<name>/`` the writer, driven by a runner
 (``run_local`` unless another is passed). Images that fail at encode time are left out (their
-mask stays False). The generation also holds ``corpus.json``: the corpus and the fingerprint of the
-items it was encoded from, so ``load_embeddings`` never serves vectors of a corpus that changed.
+mask stays False). The generation's manifest records its ``source``: the corpus and the fingerprint
+of the items it was encoded from, so ``load_embeddings`` never serves vectors of a corpus that changed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
-from indexer.corpus import IMAGE_SET, SOURCE_FILE, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
+from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
 from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
 from indexer.encode.reader import EncodeRow, EncodeSet
 from indexer.encode.runner import Runner, run_local
@@ -71,9 +70,7 @@ def encode_corpus(
     with GenerationWriter(corpus_dir(settings, name)) as writer:
         runner(sets, mapper, writer, say)
         source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
-        # sealed, renamed and switched with the sets by publish (it fsyncs every file in the folder)
-        (writer.tmp / SOURCE_FILE).write_text(json.dumps(source), encoding="utf-8")
-        final = writer.publish(**mapper.model_fields())
+        final = writer.publish(**mapper.model_fields(), source=source)
     counts = ", ".join(f"{k} {v}" for k, v in writer.counts.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")
     return final

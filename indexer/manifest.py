@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +40,9 @@ class Manifest(BaseModel):
     index_factories: dict[str, str] = Field(default_factory=dict)  # the searchable sets
     counts: dict[str, int] = Field(default_factory=dict)
     created_at: float = 0.0
+    # what the vectors were encoded from, for generations of a corpus: its name, rows and the
+    # fingerprint of its items (a changed corpus makes its embeddings stale)
+    source: dict[str, Any] | None = None
 
     @field_validator("version")
     @classmethod
