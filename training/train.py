@@ -1,9 +1,12 @@
 """``tuwen train``: contrastive fine-tuning with Chinese-CLIP's recipe, on CPU or one GPU.
 
 Follows ``cn_clip/training/train.py`` step for step (schedule before the step, loss, AdamW step,
-logit-scale clamp) without DDP, and adds what its users ask for: validation recall every epoch,
-best/last checkpoints, exact resume, a default lr that fits the batch, a warning when nothing is
-being learnt.
+logit-scale clamp) and adds what its users ask for: validation recall every epoch, best/last
+checkpoints, exact resume, a default lr that fits the batch, a warning when nothing is being learnt.
+
+A run is a handful of named steps over one ``TrainRun`` (what they share):
+``set_up`` → for each epoch ``train_epoch`` (``optimizer_step`` per step, ``validate_and_checkpoint``
+where asked) → ``validate_and_checkpoint`` at the end of the epoch → ``TrainResult``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from common.precision import autocast, resolve_precision
 from common.runs import write_run_config
 from common.runtime import decode_workers, model_threads, torch_threads
 from common.settings import Settings
-from models.factory import create_model_and_transforms, default_device
+from models.factory import LoadedModel, create_model_and_transforms, default_device
 from models.tokens import CONTEXT_LENGTH, trim_padding
 from training import checkpoint
 from training.data import (
+    Pair,
     PairDataset,
     StepBatches,
     epoch_plan,
@@ -79,6 +83,108 @@ class Amp:
     def encoder_precision(self) -> str:
         """Validate as `tuwen eval` and `tuwen index` encode by default, so their numbers agree."""
         return "fp32" if self.mode == "fp32" else "auto"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``train`` was asked for; ``Schedule`` is what it resolved to."""
+
+    model: str
+    out: Path
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float | None = None
+    warmup: int = 100
+    weight_decay: float = 0.001
+    accum_freq: int = 1
+    precision: str = "auto"
+    val_fraction: float = 0.1
+    seed: int = 0
+    augment: bool = False
+    freeze_vision: bool = False
+    grad_checkpointing: bool = False
+    eval_every: int | None = None
+    workers: int = 0
+    resume: Path | None = None
+    log_every: int = 1
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.model == "tiny" or self.model.startswith("random:")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The resolved batches and learning-rate schedule of a run."""
+
+    epochs: int
+    batch_size: int
+    accum_freq: int
+    steps_per_epoch: int
+    base_lr: float
+    lr_given: bool
+    warmup: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def total_batch(self) -> int:
+        return self.batch_size * self.accum_freq
+
+    def lr(self, step: int) -> float:
+        return cosine_lr(step, base_lr=self.base_lr, warmup=self.warmup, total_steps=self.total_steps)
+
+
+@dataclass
+class TrainRun:
+    """What the steps of one run share: built once by ``set_up``, then read (and its counters and
+    best-so-far updated) by ``optimizer_step``, ``validate_and_checkpoint`` and ``train_epoch``."""
+
+    options: RunOptions
+    schedule: Schedule
+    loaded: LoadedModel
+    amp: Amp
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    config: dict  # what config.json says about the run
+    metrics_log: MetricsLog
+    say: Callable[[str], None]
+    start_step: int = 0
+    best_score: float | None = None
+    best: dict | None = None  # the validation record of best.pt
+    val_records: list[dict] = field(default_factory=list)
+    samples: int = 0  # trained on by this process since it started, for samples/s
+    compute_seconds: float = 0.0
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def out(self) -> Path:
+        return self.options.out
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one optimizer step reports."""
+
+    loss: float
+    lr: float
+    samples: int
+    seconds: float
 
 
 def backward_step(
@@ -168,274 +274,353 @@ def train(
     stops after that global step as an interruption would (the schedule still spans ``epochs``).
     ``threads`` (CPU) defaults to the cores left over by the ``workers`` decoding images.
     """
-    kwargs = dict(locals())
-    kwargs["workers"] = decode_workers(workers)
-    kwargs["threads"] = model_threads(kwargs["workers"], threads)
-    with torch_threads(kwargs["threads"]):
-        return _train(**kwargs)
-
-
-def _train(
-    *,
-    settings: Settings,
-    model: str,
-    out: str | Path,
-    epochs: int,
-    batch_size: int,
-    lr: float | None,
-    warmup: int,
-    weight_decay: float,
-    accum_freq: int,
-    precision: str,
-    val_fraction: float,
-    seed: int,
-    augment: bool,
-    freeze_vision: bool,
-    grad_checkpointing: bool,
-    eval_every: int | None,
-    workers: int,
-    threads: int,
-    resume: str | Path | None,
-    stop_at_step: int | None,
-    log_every: int,
-    progress: bool,
-    echo: Callable[[str], None] | None,
-) -> TrainResult:
-    say = echo or log.info
     started = time.perf_counter()
     _check_args(epochs=epochs, batch_size=batch_size, accum_freq=accum_freq, warmup=warmup, lr=lr)
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    options = RunOptions(
+        model=model,
+        out=Path(out).expanduser(),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        accum_freq=accum_freq,
+        precision=precision,
+        val_fraction=val_fraction,
+        seed=seed,
+        augment=augment,
+        freeze_vision=freeze_vision,
+        grad_checkpointing=grad_checkpointing,
+        eval_every=eval_every,
+        workers=decode_workers(workers),
+        resume=Path(resume).expanduser() if resume else None,
+        log_every=log_every,
+    )
+    with torch_threads(model_threads(options.workers, threads)):
+        run = set_up(settings=settings, options=options, say=echo or log.info)
+        return run_epochs(run, stop_at_step=stop_at_step, progress=progress, started=started)
+
+
+def set_up(*, settings: Settings, options: RunOptions, say: Callable[[str], None]) -> TrainRun:
+    """Everything before the first step: pairs and split, model, optimizer, schedule, resume, and
+    config.json."""
+    options.out.mkdir(parents=True, exist_ok=True)
     device = default_device(settings.device)
-    amp = Amp(resolve_precision(precision, device), device)
-
-    resumed = checkpoint.load(Path(resume)) if resume else None
-    spec = str(Path(resume).expanduser().resolve()) if resume else model
+    amp = Amp(resolve_precision(options.precision, device), device)
+    resumed = checkpoint.load(options.resume) if options.resume else None
+    spec = str(options.resume.resolve()) if options.resume else options.model
     loaded = create_model_and_transforms(spec, device=str(device), weights_dir=settings.weights_dir)
-    torch.manual_seed(seed)  # dropout of the text tower; restored from the checkpoint on resume
-
+    torch.manual_seed(options.seed)  # dropout of the text tower; restored from the checkpoint on resume
     pairs = load_pairs(settings)
-    train_pairs, val_pairs = split_by_image(pairs, val_fraction=val_fraction, seed=seed)
-    spe = steps_per_epoch(len(train_pairs), batch_size=batch_size, accum_freq=accum_freq)
-    total_steps = spe * epochs
-    from_scratch = model == "tiny" or model.startswith("random:")
-    lr_given = lr is not None
-    base_lr = lr if lr_given else default_lr(batch_size * accum_freq, from_scratch=from_scratch)
+    train_pairs, val_pairs = split_by_image(pairs, val_fraction=options.val_fraction, seed=options.seed)
+    schedule = make_schedule(options, n_train=len(train_pairs), say=say)
+    prepare_model(loaded.model, options=options)
+    optimizer = make_optimizer(
+        loaded.model, lr=schedule.base_lr, weight_decay=options.weight_decay, arch=loaded.arch.name
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp.uses_grad_scaler)
+    config = run_config(options, schedule=schedule, loaded=loaded, amp=amp, pairs=pairs, val_pairs=val_pairs)
+    start_step, best_score = 0, None
+    if resumed is not None:
+        start_step, best_score = restore(resumed, optimizer=optimizer, scaler=scaler, config=config, say=say)
+        say(
+            f"resumed from {options.resume} at step {start_step} "
+            f"(epoch {start_step / schedule.steps_per_epoch:.2f})"
+        )
+    write_run_config(options.out, config)
+    say(
+        f"training {loaded.arch.name} ({options.model}) on {device}, precision {amp.mode}, "
+        f"{torch.get_num_threads()} threads + {options.workers} decoding workers: "
+        f"{len(train_pairs)} train / {len(val_pairs)} val pairs, {schedule.steps_per_epoch} steps × "
+        f"{schedule.epochs} epochs, total batch {schedule.total_batch}, lr {schedule.base_lr:.3g}"
+        + ("" if schedule.lr_given else " (default for this batch)")
+    )
+    metrics_log = MetricsLog(options.out / "metrics.jsonl", keep_until_step=start_step if resumed else None)
+    val_records = [r for r in metrics_log.read() if r["kind"] == "val"]
+    return TrainRun(
+        options=options,
+        schedule=schedule,
+        loaded=loaded,
+        amp=amp,
+        optimizer=optimizer,
+        scaler=scaler,
+        train_pairs=train_pairs,
+        val_pairs=val_pairs,
+        config=config,
+        metrics_log=metrics_log,
+        say=say,
+        start_step=start_step,
+        best_score=best_score,
+        best=_best_record(val_records, best_score),
+        val_records=val_records,
+    )
+
+
+def make_schedule(options: RunOptions, *, n_train: int, say: Callable[[str], None]) -> Schedule:
+    """Steps per epoch, the peak lr (scaled to the total batch unless given) and a warm-up that fits."""
+    spe = steps_per_epoch(n_train, batch_size=options.batch_size, accum_freq=options.accum_freq)
+    total_steps = spe * options.epochs
+    lr_given = options.lr is not None
+    base_lr = (
+        options.lr
+        if lr_given
+        else default_lr(options.batch_size * options.accum_freq, from_scratch=options.from_scratch)
+    )
+    warmup = options.warmup
     if warmup >= total_steps:
         warmup = max(total_steps // 10, 1)
         say(f"warm-up longer than the run ({total_steps} steps): using {warmup} steps")
+    return Schedule(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        accum_freq=options.accum_freq,
+        steps_per_epoch=spe,
+        base_lr=base_lr,
+        lr_given=lr_given,
+        warmup=warmup,
+    )
 
-    net = loaded.model
-    if freeze_vision:
+
+def prepare_model(net: torch.nn.Module, *, options: RunOptions) -> None:
+    """Freeze the vision tower and turn on gradient checkpointing as asked; train mode."""
+    if options.freeze_vision:
         for p in net.visual.parameters():
             p.requires_grad = False
-    if grad_checkpointing:
+    if options.grad_checkpointing:
         net.set_grad_checkpointing(True)
         # cn_clip calls torch.utils.checkpoint without use_reentrant: the default is what it relies on
         warnings.filterwarnings("ignore", message=r".*use_reentrant parameter should be passed explicitly.*")
-    set_train_mode(net, freeze_vision=freeze_vision)
-    optimizer = make_optimizer(net, lr=base_lr, weight_decay=weight_decay, arch=loaded.arch.name)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp.uses_grad_scaler)
+    set_train_mode(net, freeze_vision=options.freeze_vision)
 
-    config = {
+
+def run_config(
+    options: RunOptions, *, schedule: Schedule, loaded: LoadedModel, amp: Amp, pairs, val_pairs
+) -> dict:
+    """config.json: the model, the resolved recipe and the data, as ``tuwen eval`` and resume read it."""
+    return {
         "arch": loaded.arch.name,
-        "model_spec": model,
+        "model_spec": options.model,
         "vision_model_name": loaded.arch.vision,
         "text_model_name": loaded.arch.text,
         "input_resolution": loaded.arch.resolution,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "accum_freq": accum_freq,
-        "total_batch": batch_size * accum_freq,
-        "lr": base_lr,
-        "lr_given": lr_given,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
+        "epochs": schedule.epochs,
+        "batch_size": schedule.batch_size,
+        "accum_freq": schedule.accum_freq,
+        "total_batch": schedule.total_batch,
+        "lr": schedule.base_lr,
+        "lr_given": schedule.lr_given,
+        "warmup": schedule.warmup,
+        "weight_decay": options.weight_decay,
         "precision": amp.mode,
-        "device": str(device),
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "augment": augment,
-        "freeze_vision": freeze_vision,
-        "grad_checkpointing": grad_checkpointing,
-        "eval_every": eval_every,
-        "workers": workers,
-        "threads": threads,
-        "steps_per_epoch": spe,
-        "total_steps": total_steps,
-        "train_pairs": len(train_pairs),
+        "device": str(amp.device),
+        "val_fraction": options.val_fraction,
+        "seed": options.seed,
+        "augment": options.augment,
+        "freeze_vision": options.freeze_vision,
+        "grad_checkpointing": options.grad_checkpointing,
+        "eval_every": options.eval_every,
+        "workers": options.workers,
+        "threads": torch.get_num_threads(),
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "total_steps": schedule.total_steps,
+        "train_pairs": len(pairs) - len(val_pairs),
         "val_pairs": len(val_pairs),
         "val_images": len({p.image_id for p in val_pairs}),
         "pairs_fingerprint": pairs_fingerprint(pairs),
         "context_length": CONTEXT_LENGTH,
         "torch": str(torch.__version__),
     }
-    start_step, best_score = 0, None
-    if resumed is not None:
-        saved = resumed.get("train_config") or {}
-        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
-        if changed:
-            say(
-                "resuming with changed settings (the run will not continue exactly): "
-                + ", ".join(f"{k} {saved[k]} → {config[k]}" for k in changed)
-            )
-        optimizer.load_state_dict(resumed["optimizer"])
-        if resumed.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(resumed["scaler"])
-        start_step, best_score = int(resumed["step"]), resumed.get("best_score")
-        checkpoint.restore_rng(resumed.get("rng"))
-        say(f"resumed from {resume} at step {start_step} (epoch {start_step / spe:.2f})")
-    write_run_config(out, config)
 
-    say(
-        f"training {loaded.arch.name} ({model}) on {device}, precision {amp.mode}, "
-        f"{torch.get_num_threads()} threads + {workers} decoding workers: "
-        f"{len(train_pairs)} train / {len(val_pairs)} val pairs, {spe} steps × {epochs} epochs, "
-        f"total batch {batch_size * accum_freq}, lr {base_lr:.3g}"
-        + ("" if lr_given else " (default for this batch)")
-    )
-    metrics_log = MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resumed else None)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    val_records = [r for r in metrics_log.read() if r["kind"] == "val"]
-    state = {"best_score": best_score, "best": _best_record(val_records, best_score)}
 
-    def validate_and_save(step: int, epoch_float: float) -> dict | None:
-        record = None
-        if val_pairs:
-            with torch.random.fork_rng(
-                devices=[]
-            ):  # validating must not shift the dropout masks of later steps
-                features = encode_split(
-                    loaded,
-                    val_pairs,
-                    precision=amp.encoder_precision,
-                    batch_size=max(batch_size, 64),
-                    workers=workers,
-                )
-            m, _ = score(features)
-            set_train_mode(net, freeze_vision=freeze_vision)
-            record = {
-                "kind": "val",
-                "step": step,
-                "epoch": round(epoch_float, 4),
-                **m,
-                "score": selection_score(m),
-            }
-            metrics_log.write(record)
-            val_records.append(record)
-            say(
-                f"step {step} (epoch {epoch_float:.2f}) val: text→image R@1/5/10 "
-                f"{m['t2i']['r1']:.1f}/{m['t2i']['r5']:.1f}/{m['t2i']['r10']:.1f}, image→text "
-                f"{m['i2t']['r1']:.1f}/{m['i2t']['r5']:.1f}/{m['i2t']['r10']:.1f}"
-            )
-        is_best = record is None or state["best_score"] is None or record["score"] > state["best_score"]
-        if record is not None and is_best:
-            state["best_score"], state["best"] = record["score"], record
-        checkpoint.save(
-            last_path,
-            payload=checkpoint.payload(
-                model=net,
-                optimizer=optimizer,
-                scaler=scaler,
-                epoch=math.ceil(epoch_float),  # cn_clip: the (1-based) epoch the step belongs to
-                step=step,
-                name=out.name,
-                arch=loaded.arch.name,
-                best_score=state["best_score"],
-                train_config=config,
-            ),
+def restore(
+    resumed: dict, *, optimizer, scaler, config: dict, say: Callable[[str], None]
+) -> tuple[int, float | None]:
+    """Optimizer, scaler and RNG state of a checkpoint; (its step, its best score). Says which
+    settings changed since (the run then does not continue exactly)."""
+    saved = resumed.get("train_config") or {}
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
+    if changed:
+        say(
+            "resuming with changed settings (the run will not continue exactly): "
+            + ", ".join(f"{k} {saved[k]} → {config[k]}" for k in changed)
         )
-        if is_best:
-            checkpoint.link_or_copy(last_path, best_path)
-        plot_curves(metrics_log.read(), out / "curves.png")
-        return record
+    optimizer.load_state_dict(resumed["optimizer"])
+    if resumed.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(resumed["scaler"])
+    checkpoint.restore_rng(resumed.get("rng"))
+    return int(resumed["step"]), resumed.get("best_score")
 
-    step = start_step
-    samples, compute_seconds = 0, 0.0
-    stopped = False
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress)
+
+def optimizer_step(run: TrainRun, micro: list[tuple[torch.Tensor, torch.Tensor]], *, step: int) -> StepStats:
+    """One optimizer step at global step ``step`` (0-based) on its micro-batches: lr from the
+    schedule, forward/backward, AdamW (through the scaler), logit-scale clamp."""
+    tick = time.perf_counter()
+    lr = run.schedule.lr(step)
+    set_lr(run.optimizer, lr)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = backward_step(run.net, micro, amp=run.amp, scaler=run.scaler)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    clamp_logit_scale(run.net)
+    n = sum(len(t) for _, t in micro)
+    return StepStats(loss=loss, lr=lr, samples=n, seconds=time.perf_counter() - tick)
+
+
+def validate(run: TrainRun, *, step: int) -> dict | None:
+    """Recall on the held-out pairs as a metrics.jsonl record, or None without a validation split."""
+    if not run.val_pairs:
+        return None
+    epoch_float = step / run.schedule.steps_per_epoch
+    with torch.random.fork_rng(devices=[]):  # validating must not shift the dropout masks of later steps
+        features = encode_split(
+            run.loaded,
+            run.val_pairs,
+            precision=run.amp.encoder_precision,
+            batch_size=max(run.schedule.batch_size, 64),
+            workers=run.options.workers,
+        )
+    m, _ = score(features)
+    set_train_mode(run.net, freeze_vision=run.options.freeze_vision)
+    record = {"kind": "val", "step": step, "epoch": round(epoch_float, 4), **m, "score": selection_score(m)}
+    run.say(
+        f"step {step} (epoch {epoch_float:.2f}) val: text→image R@1/5/10 "
+        f"{m['t2i']['r1']:.1f}/{m['t2i']['r5']:.1f}/{m['t2i']['r10']:.1f}, image→text "
+        f"{m['i2t']['r1']:.1f}/{m['i2t']['r5']:.1f}/{m['i2t']['r10']:.1f}"
+    )
+    return record
+
+
+def validate_and_checkpoint(run: TrainRun, *, step: int) -> dict | None:
+    """Validate, log the record, write last.pt and, when the selection score is the best so far (or
+    there is no validation split), point best.pt at it; redraw the curves. Returns the record."""
+    record = validate(run, step=step)
+    if record is not None:
+        run.metrics_log.write(record)
+        run.val_records.append(record)
+    is_best = record is None or run.best_score is None or record["score"] > run.best_score
+    if record is not None and is_best:
+        run.best_score, run.best = record["score"], record
+    checkpoint.save(
+        run.last_path,
+        payload=checkpoint.payload(
+            model=run.net,
+            optimizer=run.optimizer,
+            scaler=run.scaler,
+            epoch=math.ceil(step / run.schedule.steps_per_epoch),  # cn_clip: the (1-based) epoch of the step
+            step=step,
+            name=run.out.name,
+            arch=run.loaded.arch.name,
+            best_score=run.best_score,
+            train_config=run.config,
+        ),
+    )
+    if is_best:
+        checkpoint.link_or_copy(run.last_path, run.best_path)
+    plot_curves(run.metrics_log.read(), run.out / "curves.png")
+    return record
+
+
+def log_step(run: TrainRun, stats: StepStats, *, step: int, bar) -> None:
+    """After step ``step`` (1-based): counters, the progress bar, and every ``log_every`` steps (and
+    the last) a metrics.jsonl record."""
+    run.samples += stats.samples
+    run.compute_seconds += stats.seconds
+    scale = run.net.logit_scale.exp().item()
+    bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}", scale=f"{scale:.1f}", refresh=False)
+    bar.update(1)
+    if step % run.options.log_every == 0 or step == run.schedule.total_steps:
+        run.metrics_log.write(
+            {
+                "kind": "train",
+                "step": step,
+                "epoch": round(step / run.schedule.steps_per_epoch, 4),
+                "loss": stats.loss,
+                "lr": stats.lr,
+                "logit_scale": scale,
+                "samples_per_s": stats.samples / max(stats.seconds, 1e-9),
+            }
+        )
+
+
+def epoch_loader(run: TrainRun, *, epoch: int, offset: int):
+    """The loader of epoch ``epoch`` from its step ``offset`` on, yielding micro-batches in plan order."""
+    options, schedule = run.options, run.schedule
+    plan = epoch_plan(
+        len(run.train_pairs),
+        batch_size=schedule.batch_size,
+        accum_freq=schedule.accum_freq,
+        seed=options.seed,
+        epoch=epoch,
+    )
+    resolution = run.loaded.arch.resolution
+    dataset = PairDataset(
+        run.train_pairs,
+        transform=train_transform(resolution) if options.augment else run.loaded.preprocess,
+        resolution=resolution,
+        augment_seed=(options.seed, epoch) if options.augment else None,
+    )
+    loader = make_loader(
+        dataset,
+        StepBatches(plan, offset),
+        workers=options.workers,
+        pin_memory=run.amp.device.type == "cuda",
+        seed=options.seed * 100_003 + epoch,
+    )
+    return plan[offset:], loader
+
+
+def train_epoch(run: TrainRun, *, epoch: int, step: int, stop_at_step: int | None, bar) -> tuple[int, bool]:
+    """The steps of epoch ``epoch`` from global step ``step`` on, with the mid-epoch validations
+    (``eval_every``) and stop (``stop_at_step``); returns (global step reached, stopped mid-epoch)."""
+    spe, device = run.schedule.steps_per_epoch, run.amp.device
+    steps, loader = epoch_loader(run, epoch=epoch, offset=step - epoch * spe)
+    batches = iter(loader)
+    for step_plan in steps:
+        micro = []
+        for _ in step_plan:
+            images, texts = next(batches)
+            texts = trim_padding(texts)
+            micro.append((images.to(device, non_blocking=True), texts.to(device, non_blocking=True)))
+        stats = optimizer_step(run, micro, step=step)
+        step += 1
+        log_step(run, stats, step=step, bar=bar)
+        if step % spe == 0:
+            continue  # the end of the epoch validates once, in run_epochs
+        if run.options.eval_every and step % run.options.eval_every == 0:
+            validate_and_checkpoint(run, step=step)
+        if stop_at_step is not None and step >= stop_at_step:
+            validate_and_checkpoint(run, step=step)
+            return step, True
+    return step, False
+
+
+def run_epochs(run: TrainRun, *, stop_at_step: int | None, progress: bool, started: float) -> TrainResult:
+    """The loop: epochs from the resumed step on, validation and checkpoint at each epoch's end."""
+    schedule, step, stopped = run.schedule, run.start_step, False
+    bar = tqdm(total=schedule.total_steps, initial=step, desc="train", unit="step", disable=not progress)
     try:
-        for epoch in range(start_step // spe, epochs):
-            plan = epoch_plan(
-                len(train_pairs), batch_size=batch_size, accum_freq=accum_freq, seed=seed, epoch=epoch
-            )
-            offset = step - epoch * spe
-            dataset = PairDataset(
-                train_pairs,
-                transform=train_transform(loaded.arch.resolution) if augment else loaded.preprocess,
-                resolution=loaded.arch.resolution,
-                augment_seed=(seed, epoch) if augment else None,
-            )
-            loader = make_loader(
-                dataset,
-                StepBatches(plan, offset),
-                workers=workers,
-                pin_memory=device.type == "cuda",
-                seed=seed * 100_003 + epoch,
-            )
-            batches = iter(loader)
-            for step_plan in plan[offset:]:
-                tick = time.perf_counter()
-                micro = []
-                for _ in step_plan:
-                    images, texts = next(batches)
-                    texts = trim_padding(texts)
-                    micro.append((images.to(device, non_blocking=True), texts.to(device, non_blocking=True)))
-                lr_now = cosine_lr(step, base_lr=base_lr, warmup=warmup, total_steps=total_steps)
-                set_lr(optimizer, lr_now)
-                optimizer.zero_grad(set_to_none=True)
-                loss = backward_step(net, micro, amp=amp, scaler=scaler)
-                scaler.step(optimizer)
-                scaler.update()
-                clamp_logit_scale(net)
-                step += 1
-                n = sum(len(t) for _, t in micro)
-                samples += n
-                compute_seconds += time.perf_counter() - tick
-                scale = net.logit_scale.exp().item()
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_now:.2e}", scale=f"{scale:.1f}", refresh=False)
-                bar.update(1)
-                if step % log_every == 0 or step == total_steps:
-                    metrics_log.write(
-                        {
-                            "kind": "train",
-                            "step": step,
-                            "epoch": round(step / spe, 4),
-                            "loss": loss,
-                            "lr": lr_now,
-                            "logit_scale": scale,
-                            "samples_per_s": n / max(time.perf_counter() - tick, 1e-9),
-                        }
-                    )
-                end_of_epoch = step % spe == 0
-                if eval_every and step % eval_every == 0 and not end_of_epoch:
-                    validate_and_save(step, step / spe)
-                if stop_at_step is not None and step >= stop_at_step and not end_of_epoch:
-                    validate_and_save(step, step / spe)
-                    stopped = True
-                    break
-            del batches, loader
+        for epoch in range(step // schedule.steps_per_epoch, schedule.epochs):
+            step, stopped = train_epoch(run, epoch=epoch, step=step, stop_at_step=stop_at_step, bar=bar)
             if stopped:
                 break
-            record = validate_and_save(step, step / spe)
+            record = validate_and_checkpoint(run, step=step)
             if epoch == 0 and record is not None:
-                _warn_if_chance(record, val_pairs, base_lr=base_lr, lr_given=lr_given, say=say)
+                _warn_if_chance(record, run.val_pairs, schedule=schedule, say=run.say)
             if stop_at_step is not None and step >= stop_at_step:
-                stopped = step < total_steps
+                stopped = step < schedule.total_steps
                 break
     finally:
         bar.close()
-    if not best_path.is_file():  # resumed after the last step: nothing new was saved
-        checkpoint.link_or_copy(last_path, best_path)
-    seconds = time.perf_counter() - started
+    if not run.best_path.is_file():  # resumed after the last step: nothing new was saved
+        checkpoint.link_or_copy(run.last_path, run.best_path)
     return TrainResult(
-        best_path=best_path,
-        last_path=last_path,
-        metrics=val_records,
-        best=state["best"],
+        best_path=run.best_path,
+        last_path=run.last_path,
+        metrics=run.val_records,
+        best=run.best,
         steps=step,
-        seconds=seconds,
-        samples_per_s=samples / max(compute_seconds, 1e-9),
+        seconds=time.perf_counter() - started,
+        samples_per_s=run.samples / max(run.compute_seconds, 1e-9),
         stopped_early=stopped,
     )
 
@@ -444,12 +629,12 @@ def _best_record(records: list[dict], best_score: float | None) -> dict | None:
     return next((r for r in records if best_score is not None and r["score"] == best_score), None)
 
 
-def _warn_if_chance(record: dict, val_pairs, *, base_lr: float, lr_given: bool, say) -> None:
+def _warn_if_chance(record: dict, val_pairs, *, schedule: Schedule, say) -> None:
     n_texts, n_images = len(val_pairs), len({p.image_id for p in val_pairs})
     if not at_chance(record, n_texts=n_texts, n_images=n_images):
         return
     chance = chance_r5(n_texts, n_images)
-    lower = f"lower --lr (now {base_lr:.3g})" if lr_given else "try a lower --lr"
+    lower = f"lower --lr (now {schedule.base_lr:.3g})" if schedule.lr_given else "try a lower --lr"
     message = (
         f"validation recall is still at chance after the first epoch (R@5 text→image "
         f"{record['t2i']['r5']:.1f}% vs {chance['t2i']:.1f}% at random, image→text "
