@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from common.precision import PRECISIONS
@@ -62,7 +63,17 @@ def register(sub, *, common) -> None:
         "--workers", type=int, help="image decoding processes (default: one per spare core, at most 4)"
     )
     p.add_argument("--threads", type=int, help="CPU threads for the model (default: cores minus workers)")
-    p.add_argument("--resume", help="continue a run from its last.pt")
+    p.add_argument("--resume", help="continue a run from its last.pt (with any number of processes)")
+    p.add_argument(
+        "--stop-at-step", type=int, help="stop after this step with a checkpoint, as an interruption would"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="training processes on this machine (DDP through torchrun; one per GPU); --batch-size "
+        "is per process. Several machines: run `torchrun ... -m tuwen.cli train ...` on each",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
 
@@ -98,13 +109,34 @@ def _resume_defaults(resume: str | None) -> tuple[dict, dict]:
     return hyper, saved
 
 
+def _per_process_batch(hyper: dict, saved: dict, *, processes: int) -> None:
+    """Resuming with another number of processes: keep the run's global batch when it divides."""
+    global_batch = saved.get("global_batch")
+    if "batch_size" in hyper and global_batch and global_batch % processes == 0:
+        hyper["batch_size"] = global_batch // processes
+
+
+def _processes(args: argparse.Namespace) -> int:
+    """Processes of the run: torchrun's WORLD_SIZE inside a launch, else --nproc."""
+    from common.errors import TuwenError
+
+    if args.nproc < 1:
+        raise TuwenError(f"--nproc must be at least 1, not {args.nproc}")
+    if "WORLD_SIZE" in os.environ:
+        if args.nproc > 1:
+            raise TuwenError("--nproc starts torchrun itself: leave it out when torchrun starts tuwen")
+        return int(os.environ["WORLD_SIZE"])
+    return args.nproc
+
+
 def _train(args: argparse.Namespace) -> int:
     from common.console import say
     from common.errors import TuwenError
     from common.settings import get_settings
-    from training.train import train
 
+    processes = _processes(args)
     hyper, saved = _resume_defaults(args.resume)
+    _per_process_batch(hyper, saved, processes=processes)
     chosen = {
         k: getattr(args, k) if getattr(args, k) is not None else hyper.get(k, d)
         for k, d in TRAIN_DEFAULTS.items()
@@ -113,17 +145,25 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or (str(Path(args.resume).expanduser().parent) if args.resume else None)
     if not model or not out:
         raise TuwenError("--model and --out are required (unless --resume names a run's checkpoint)")
+    settings = get_settings(args.home)
+    if args.nproc > 1:
+        return _launch(args, settings=settings, model=model, out=out, chosen=chosen)
+    from training.train import train
+
     result = train(
-        settings=get_settings(args.home),
+        settings=settings,
         model=model,
         out=out,
         workers=args.workers,
         threads=args.threads,
         resume=args.resume,
+        stop_at_step=args.stop_at_step,
         progress=not args.no_progress,
         echo=say,
         **chosen,
     )
+    if "RANK" in os.environ and os.environ["RANK"] != "0":
+        return 0  # rank 0 prints the summary
     summary = {
         "best": str(result.best_path),
         "last": str(result.last_path),
@@ -133,6 +173,52 @@ def _train(args: argparse.Namespace) -> int:
         "best_metrics": {k: result.best[k] for k in ("step", "t2i", "i2t")} if result.best else None,
     }
     print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def worker_argv(args: argparse.Namespace, *, model: str, out: str, chosen: dict) -> list[str]:
+    """``tuwen train`` arguments for each process of a launch: the resolved settings, no --nproc."""
+    argv = ["train", "--model", model, "--out", out]
+    options = {
+        **chosen,
+        "workers": args.workers,
+        "threads": args.threads,
+        "resume": args.resume,
+        "stop_at_step": args.stop_at_step,
+        "home": args.home,
+    }
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
+def _launch(args: argparse.Namespace, *, settings, model: str, out: str, chosen: dict) -> int:
+    """``tuwen train --nproc N``: bad settings fail here, in one line, before torchrun starts N
+    processes of ``tuwen train`` (``python -m torch.distributed.run … -m tuwen.cli train …``)."""
+    import subprocess
+    import sys
+
+    from common.console import say
+    from common.errors import TuwenError
+    from training.data import load_pairs
+    from training.distributed import torchrun_command
+    from training.train import check_args
+
+    check_args(**{k: chosen[k] for k in ("epochs", "batch_size", "accum_freq", "warmup", "lr")})
+    load_pairs(settings)  # "no readable training pairs" before N processes start
+    command = torchrun_command(
+        sys.executable, nproc=args.nproc, entry_argv=worker_argv(args, model=model, out=out, chosen=chosen)
+    )
+    say(f"starting {args.nproc} training processes: {' '.join(command[1:])}")
+    # torchrun would set it (and say so) for every process; the training sets its own thread count
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    code = subprocess.run(command, env=env, check=False).returncode
+    if code != 0:
+        raise TuwenError(f"training on {args.nproc} processes failed (torchrun exit code {code}; see above)")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""``tuwen train``: contrastive fine-tuning with Chinese-CLIP's recipe, on CPU or one GPU.
+"""``tuwen train``: contrastive fine-tuning with Chinese-CLIP's recipe, on CPU, one GPU, or several
+processes under torchrun (``training.distributed``).
 
-Follows ``cn_clip/training/train.py`` step for step (schedule before the step, loss, AdamW step,
-logit-scale clamp) and adds what its users ask for: validation recall every epoch, best/last
-checkpoints, exact resume, a default lr that fits the batch, a warning when nothing is being learnt.
+Follows ``cn_clip/training/train.py`` step for step (schedule before the step, loss over features
+gathered from every rank, AdamW step, logit-scale clamp) and adds what its users ask for:
+validation recall every epoch, best/last checkpoints, exact resume, a default lr that fits the
+batch, a warning when nothing is being learnt.
 
 A run is a handful of named steps over one ``TrainRun`` (what they share):
 ``set_up`` → for each epoch ``train_epoch`` (``optimizer_step`` per step, ``validate_and_checkpoint``
@@ -11,12 +13,13 @@ where asked) → ``validate_and_checkpoint`` at the end of the epoch → ``Train
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +45,7 @@ from training.data import (
     steps_per_epoch,
     train_transform,
 )
+from training.distributed import World, local_plan, process_group, share_cores, world_from_env
 from training.evaluate import encode_split, score
 from training.loss import accum_loss, clamp_logit_scale, clip_loss
 from training.metrics import at_chance, chance_r5, selection_score
@@ -49,8 +53,9 @@ from training.optim import cosine_lr, default_lr, make_optimizer, set_lr
 from training.report import MetricsLog, plot_curves
 
 log = logging.getLogger(__name__)
-# Hyper-parameters that must match for a resumed run to continue the same schedule and batches.
-RESUME_KEYS = ("epochs", "batch_size", "accum_freq", "lr", "warmup", "weight_decay", "val_fraction", "seed")
+# Hyper-parameters that must match for a resumed run to continue the same schedule and batches
+# (the global batch, not the per-process one: 2 processes × 8 resume as 1 × 16).
+RESUME_KEYS = ("epochs", "global_batch", "accum_freq", "lr", "warmup", "weight_decay", "val_fraction", "seed")
 
 
 @dataclass
@@ -118,20 +123,26 @@ class Schedule:
     """The resolved batches and learning-rate schedule of a run."""
 
     epochs: int
-    batch_size: int
+    batch_size: int  # per process and micro-batch
     accum_freq: int
     steps_per_epoch: int
     base_lr: float
     lr_given: bool
     warmup: int
+    world_size: int = 1
 
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.epochs
 
     @property
+    def global_batch(self) -> int:
+        """A micro-batch over all processes: what the negatives of one loss are drawn from."""
+        return self.batch_size * self.world_size
+
+    @property
     def total_batch(self) -> int:
-        return self.batch_size * self.accum_freq
+        return self.global_batch * self.accum_freq
 
     def lr(self, step: int) -> float:
         return cosine_lr(step, base_lr=self.base_lr, warmup=self.warmup, total_steps=self.total_steps)
@@ -151,8 +162,10 @@ class TrainRun:
     train_pairs: list[Pair]
     val_pairs: list[Pair]
     config: dict  # what config.json says about the run
-    metrics_log: MetricsLog
+    metrics_log: MetricsLog | None  # None on ranks other than 0
     say: Callable[[str], None]
+    world: World = field(default_factory=World)
+    ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of ``net`` under torchrun
     start_step: int = 0
     best_score: float | None = None
     best: dict | None = None  # the validation record of best.pt
@@ -162,7 +175,13 @@ class TrainRun:
 
     @property
     def net(self) -> torch.nn.Module:
+        """The model itself: what is checkpointed (no ``module.`` prefix), clamped and validated."""
         return self.loaded.model
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        """What the training forward pass goes through: DDP's wrapper (gradient averaging) or ``net``."""
+        return self.ddp if self.ddp is not None else self.net
 
     @property
     def out(self) -> Path:
@@ -188,20 +207,27 @@ class StepStats:
 
 
 def backward_step(
-    model, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, amp: Amp, scaler
+    model,
+    micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    amp: Amp,
+    scaler,
+    world: World | None = None,
 ) -> float:
     """Forward and backward of one optimizer step; gradients are left in ``.grad``.
 
     One micro-batch: the plain loss. Several (``--accum-freq``): cn_clip's gradient cache, i.e.
     features of all micro-batches first without gradient, then each micro-batch again with
     gradient against the cached features of the others, so every micro-batch sees the negatives
-    of the whole step.
+    of the whole step. Under torchrun (``world``) every loss is over the features of all ranks
+    (gathered with gradients), and DDP averages the gradients once, after the last micro-batch.
     """
+    world = world or World()
     if len(micro_batches) == 1:
         images, texts = micro_batches[0]
         with amp.autocast():
             image_features, text_features, logit_scale = model(images, texts)
-        loss = clip_loss(image_features, text_features, logit_scale)
+        loss = clip_loss(world.gather(image_features), world.gather(text_features), logit_scale)
         scaler.scale(loss).backward()
         return loss.item()
     cached_image, cached_text = [], []
@@ -209,13 +235,23 @@ def backward_step(
         for images, texts in micro_batches:
             with amp.autocast():
                 image_features, text_features, _ = model(images, texts)
-            cached_image.append(image_features)
-            cached_text.append(text_features)
+            cached_image.append(world.gather(image_features))
+            cached_text.append(world.gather(text_features))
+    last = len(micro_batches) - 1
     for j, (images, texts) in enumerate(micro_batches):
-        with amp.autocast():
-            image_features, text_features, logit_scale = model(images, texts)
-        loss = accum_loss(image_features, text_features, logit_scale, cached_image, cached_text, j)
-        scaler.scale(loss).backward()
+        no_sync = model.no_sync() if j < last and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with no_sync:
+            with amp.autocast():
+                image_features, text_features, logit_scale = model(images, texts)
+            loss = accum_loss(
+                world.gather(image_features),
+                world.gather(text_features),
+                logit_scale,
+                cached_image,
+                cached_text,
+                j,
+            )
+            scaler.scale(loss).backward()
     return loss.item()  # the last micro-batch's (all are the same loss up to rounding, as in cn_clip)
 
 
@@ -227,7 +263,7 @@ def set_train_mode(model, *, freeze_vision: bool) -> None:
                 m.eval()
 
 
-def _check_args(*, epochs: int, batch_size: int, accum_freq: int, warmup: int, lr: float | None) -> None:
+def check_args(*, epochs: int, batch_size: int, accum_freq: int, warmup: int, lr: float | None) -> None:
     for name, value, low in (
         ("epochs", epochs, 1),
         ("batch-size", batch_size, 1),
@@ -273,9 +309,11 @@ def train(
     ``eval_every`` adds a validation (and checkpoint) every N optimizer steps. ``stop_at_step``
     stops after that global step as an interruption would (the schedule still spans ``epochs``).
     ``threads`` (CPU) defaults to the cores left over by the ``workers`` decoding images.
+
+    Long because it lists every option of a run, one per line, twice (signature and RunOptions).
     """
     started = time.perf_counter()
-    _check_args(epochs=epochs, batch_size=batch_size, accum_freq=accum_freq, warmup=warmup, lr=lr)
+    check_args(epochs=epochs, batch_size=batch_size, accum_freq=accum_freq, warmup=warmup, lr=lr)
     options = RunOptions(
         model=model,
         out=Path(out).expanduser(),
@@ -292,20 +330,59 @@ def train(
         freeze_vision=freeze_vision,
         grad_checkpointing=grad_checkpointing,
         eval_every=eval_every,
-        workers=decode_workers(workers),
         resume=Path(resume).expanduser() if resume else None,
         log_every=log_every,
     )
-    with torch_threads(model_threads(options.workers, threads)):
-        run = set_up(settings=settings, options=options, say=echo or log.info)
-        return run_epochs(run, stop_at_step=stop_at_step, progress=progress, started=started)
+    return _train_in_world(
+        settings=settings,
+        options=options,
+        workers=workers,
+        threads=threads,
+        stop_at_step=stop_at_step,
+        progress=progress,
+        say=echo or log.info,
+        started=started,
+    )
 
 
-def set_up(*, settings: Settings, options: RunOptions, say: Callable[[str], None]) -> TrainRun:
-    """Everything before the first step: pairs and split, model, optimizer, schedule, resume, and
-    config.json."""
+def _train_in_world(
+    *,
+    settings: Settings,
+    options: RunOptions,
+    workers: int | None,
+    threads: int | None,
+    stop_at_step: int | None,
+    progress: bool,
+    say: Callable[[str], None],
+    started: float,
+) -> TrainResult:
+    """One process alone, or one of torchrun's: its device, process group, cores and threads."""
+    world = world_from_env()
+    device = world.device(default_device(settings.device))
+    with process_group(world, device=device), share_cores(world, device=device):
+        # after share_cores: on CPU each process counts only its own share of the cores
+        options = replace(options, workers=decode_workers(workers))
+        with torch_threads(model_threads(options.workers, threads)):
+            say = say if world.is_main else _quiet
+            run = set_up(settings=settings, options=options, say=say, world=world, device=device)
+            return run_epochs(
+                run, stop_at_step=stop_at_step, progress=progress and world.is_main, started=started
+            )
+
+
+def set_up(
+    *,
+    settings: Settings,
+    options: RunOptions,
+    say: Callable[[str], None],
+    world: World | None = None,
+    device: torch.device | None = None,
+) -> TrainRun:
+    """Everything before the first step: pairs and split, model (wrapped in DDP under torchrun),
+    optimizer, schedule, resume, and on rank 0 config.json and the metrics log."""
+    world = world or World()
     options.out.mkdir(parents=True, exist_ok=True)
-    device = default_device(settings.device)
+    device = device or default_device(settings.device)
     amp = Amp(resolve_precision(options.precision, device), device)
     resumed = checkpoint.load(options.resume) if options.resume else None
     spec = str(options.resume.resolve()) if options.resume else options.model
@@ -313,58 +390,96 @@ def set_up(*, settings: Settings, options: RunOptions, say: Callable[[str], None
     torch.manual_seed(options.seed)  # dropout of the text tower; restored from the checkpoint on resume
     pairs = load_pairs(settings)
     train_pairs, val_pairs = split_by_image(pairs, val_fraction=options.val_fraction, seed=options.seed)
-    schedule = make_schedule(options, n_train=len(train_pairs), say=say)
+    schedule = make_schedule(options, n_train=len(train_pairs), world_size=world.size, say=say)
     prepare_model(loaded.model, options=options)
     optimizer = make_optimizer(
         loaded.model, lr=schedule.base_lr, weight_decay=options.weight_decay, arch=loaded.arch.name
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp.uses_grad_scaler)
-    config = run_config(options, schedule=schedule, loaded=loaded, amp=amp, pairs=pairs, val_pairs=val_pairs)
-    start_step, best_score = 0, None
-    if resumed is not None:
-        start_step, best_score = restore(resumed, optimizer=optimizer, scaler=scaler, config=config, say=say)
-        say(
-            f"resumed from {options.resume} at step {start_step} "
-            f"(epoch {start_step / schedule.steps_per_epoch:.2f})"
-        )
-    write_run_config(options.out, config)
-    say(
-        f"training {loaded.arch.name} ({options.model}) on {device}, precision {amp.mode}, "
-        f"{torch.get_num_threads()} threads + {options.workers} decoding workers: "
-        f"{len(train_pairs)} train / {len(val_pairs)} val pairs, {schedule.steps_per_epoch} steps × "
-        f"{schedule.epochs} epochs, total batch {schedule.total_batch}, lr {schedule.base_lr:.3g}"
-        + ("" if schedule.lr_given else " (default for this batch)")
-    )
-    metrics_log = MetricsLog(options.out / "metrics.jsonl", keep_until_step=start_step if resumed else None)
-    val_records = [r for r in metrics_log.read() if r["kind"] == "val"]
-    return TrainRun(
+    run = TrainRun(
         options=options,
         schedule=schedule,
         loaded=loaded,
         amp=amp,
         optimizer=optimizer,
-        scaler=scaler,
+        scaler=torch.amp.GradScaler("cuda", enabled=amp.uses_grad_scaler),
         train_pairs=train_pairs,
         val_pairs=val_pairs,
-        config=config,
-        metrics_log=metrics_log,
+        config=run_config(
+            options, schedule=schedule, loaded=loaded, amp=amp, pairs=pairs, val_pairs=val_pairs
+        ),
+        metrics_log=None,
         say=say,
-        start_step=start_step,
-        best_score=best_score,
-        best=_best_record(val_records, best_score),
-        val_records=val_records,
+        world=world,
+        ddp=wrap_ddp(loaded.model, world=world, device=device, static_graph=options.grad_checkpointing),
+    )
+    if resumed is not None:
+        run.start_step, run.best_score = restore(
+            resumed, optimizer=optimizer, scaler=run.scaler, config=run.config, say=say
+        )
+        say(
+            f"resumed from {options.resume} at step {run.start_step} "
+            f"(epoch {run.start_step / schedule.steps_per_epoch:.2f})"
+        )
+    if world.rank > 0:  # dropout masks of its own (the checkpoint holds rank 0's RNG state)
+        torch.manual_seed(options.seed * 100_003 + world.rank * 1_000_003 + run.start_step)
+    if world.is_main:
+        open_run_folder(run, resumed=resumed is not None)
+    return run
+
+
+def open_run_folder(run: TrainRun, *, resumed: bool) -> None:
+    """Rank 0: config.json, the metrics log (kept up to the resumed step) and a line saying what runs."""
+    write_run_config(run.out, run.config)
+    run.metrics_log = MetricsLog(
+        run.out / "metrics.jsonl", keep_until_step=run.start_step if resumed else None
+    )
+    run.val_records = [r for r in run.metrics_log.read() if r["kind"] == "val"]
+    run.best = _best_record(run.val_records, run.best_score)
+    schedule, world = run.schedule, run.world
+    processes = f"{world.size} processes × " if world.distributed else ""
+    run.say(
+        f"training {run.loaded.arch.name} ({run.options.model}) on {processes}{run.amp.device}, "
+        f"precision {run.amp.mode}, {torch.get_num_threads()} threads + {run.options.workers} decoding "
+        f"workers{' each' if world.distributed else ''}: {len(run.train_pairs)} train / {len(run.val_pairs)} "
+        f"val pairs, {schedule.steps_per_epoch} steps × {schedule.epochs} epochs, total batch "
+        f"{schedule.total_batch}, lr {schedule.base_lr:.3g}"
+        + ("" if schedule.lr_given else " (default for this batch)")
     )
 
 
-def make_schedule(options: RunOptions, *, n_train: int, say: Callable[[str], None]) -> Schedule:
-    """Steps per epoch, the peak lr (scaled to the total batch unless given) and a warm-up that fits."""
-    spe = steps_per_epoch(n_train, batch_size=options.batch_size, accum_freq=options.accum_freq)
+def wrap_ddp(
+    net: torch.nn.Module, *, world: World, device: torch.device, static_graph: bool
+) -> torch.nn.Module | None:
+    """DistributedDataParallel around ``net`` under torchrun (it copies rank 0's weights to all
+    ranks and averages gradients); None for one process. A static graph lets gradient
+    checkpointing's re-entrant backward pass work with DDP."""
+    if not world.distributed:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=static_graph
+    )
+
+
+def make_schedule(
+    options: RunOptions, *, n_train: int, world_size: int = 1, say: Callable[[str], None]
+) -> Schedule:
+    """Steps per epoch over the global batch, the peak lr (scaled to the total batch unless given)
+    and a warm-up that fits."""
+    global_batch = options.batch_size * world_size
+    if world_size > 1 and n_train < global_batch * options.accum_freq:
+        raise TuwenError(
+            f"{n_train} training pairs are fewer than one step of {world_size} processes × batch "
+            f"{options.batch_size} × accum-freq {options.accum_freq}: lower --batch-size or the processes"
+        )
+    spe = steps_per_epoch(n_train, batch_size=global_batch, accum_freq=options.accum_freq)
     total_steps = spe * options.epochs
     lr_given = options.lr is not None
     base_lr = (
         options.lr
         if lr_given
-        else default_lr(options.batch_size * options.accum_freq, from_scratch=options.from_scratch)
+        else default_lr(global_batch * options.accum_freq, from_scratch=options.from_scratch)
     )
     warmup = options.warmup
     if warmup >= total_steps:
@@ -378,6 +493,7 @@ def make_schedule(options: RunOptions, *, n_train: int, say: Callable[[str], Non
         base_lr=base_lr,
         lr_given=lr_given,
         warmup=warmup,
+        world_size=world_size,
     )
 
 
@@ -405,6 +521,8 @@ def run_config(
         "input_resolution": loaded.arch.resolution,
         "epochs": schedule.epochs,
         "batch_size": schedule.batch_size,
+        "nproc": schedule.world_size,
+        "global_batch": schedule.global_batch,
         "accum_freq": schedule.accum_freq,
         "total_batch": schedule.total_batch,
         "lr": schedule.base_lr,
@@ -438,6 +556,8 @@ def restore(
     """Optimizer, scaler and RNG state of a checkpoint; (its step, its best score). Says which
     settings changed since (the run then does not continue exactly)."""
     saved = resumed.get("train_config") or {}
+    if "global_batch" not in saved and "batch_size" in saved:  # runs from before several processes
+        saved = {**saved, "global_batch": saved["batch_size"]}
     changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
     if changed:
         say(
@@ -458,11 +578,11 @@ def optimizer_step(run: TrainRun, micro: list[tuple[torch.Tensor, torch.Tensor]]
     lr = run.schedule.lr(step)
     set_lr(run.optimizer, lr)
     run.optimizer.zero_grad(set_to_none=True)
-    loss = backward_step(run.net, micro, amp=run.amp, scaler=run.scaler)
+    loss = backward_step(run.forward_model, micro, amp=run.amp, scaler=run.scaler, world=run.world)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     clamp_logit_scale(run.net)
-    n = sum(len(t) for _, t in micro)
+    n = sum(len(t) for _, t in micro) * run.world.size  # every rank's slice is full (make_schedule)
     return StepStats(loss=loss, lr=lr, samples=n, seconds=time.perf_counter() - tick)
 
 
@@ -492,7 +612,15 @@ def validate(run: TrainRun, *, step: int) -> dict | None:
 
 def validate_and_checkpoint(run: TrainRun, *, step: int) -> dict | None:
     """Validate, log the record, write last.pt and, when the selection score is the best so far (or
-    there is no validation split), point best.pt at it; redraw the curves. Returns the record."""
+    there is no validation split), point best.pt at it; redraw the curves. Returns the record.
+
+    Under torchrun rank 0 does all of it while the other ranks wait (and get None)."""
+    record = _validate_and_save(run, step=step) if run.world.is_main else None
+    run.world.barrier()
+    return record
+
+
+def _validate_and_save(run: TrainRun, *, step: int) -> dict | None:
     record = validate(run, step=step)
     if record is not None:
         run.metrics_log.write(record)
@@ -528,6 +656,8 @@ def log_step(run: TrainRun, stats: StepStats, *, step: int, bar) -> None:
     scale = run.net.logit_scale.exp().item()
     bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}", scale=f"{scale:.1f}", refresh=False)
     bar.update(1)
+    if run.metrics_log is None:  # not rank 0
+        return
     if step % run.options.log_every == 0 or step == run.schedule.total_steps:
         run.metrics_log.write(
             {
@@ -547,10 +677,13 @@ def epoch_loader(run: TrainRun, *, epoch: int, offset: int):
     options, schedule = run.options, run.schedule
     plan = epoch_plan(
         len(run.train_pairs),
-        batch_size=schedule.batch_size,
+        batch_size=schedule.global_batch,
         accum_freq=schedule.accum_freq,
         seed=options.seed,
         epoch=epoch,
+    )
+    plan = (
+        local_plan(plan, world=run.world, batch_size=schedule.batch_size) if run.world.distributed else plan
     )
     resolution = run.loaded.arch.resolution
     dataset = PairDataset(
@@ -611,7 +744,7 @@ def run_epochs(run: TrainRun, *, stop_at_step: int | None, progress: bool, start
                 break
     finally:
         bar.close()
-    if not run.best_path.is_file():  # resumed after the last step: nothing new was saved
+    if run.world.is_main and not run.best_path.is_file():  # resumed after the last step: nothing was saved
         checkpoint.link_or_copy(run.last_path, run.best_path)
     return TrainResult(
         best_path=run.best_path,
@@ -623,6 +756,10 @@ def run_epochs(run: TrainRun, *, stop_at_step: int | None, progress: bool, start
         samples_per_s=run.samples / max(run.compute_seconds, 1e-9),
         stopped_early=stopped,
     )
+
+
+def _quiet(_line: str) -> None:
+    """What ranks other than 0 say: nothing (rank 0 speaks for the run)."""
 
 
 def _best_record(records: list[dict], best_score: float | None) -> dict | None:
