@@ -410,7 +410,7 @@ def set_up(
         metrics_log=None,
         say=say,
         world=world,
-        ddp=wrap_ddp(loaded.model, world=world, device=device, static_graph=options.grad_checkpointing),
+        ddp=wrap_ddp(loaded.model, world=world, device=device),
     )
     if resumed is not None:
         run.start_step, run.best_score = restore(
@@ -447,19 +447,16 @@ def open_run_folder(run: TrainRun, *, resumed: bool) -> None:
     )
 
 
-def wrap_ddp(
-    net: torch.nn.Module, *, world: World, device: torch.device, static_graph: bool
-) -> torch.nn.Module | None:
+def wrap_ddp(net: torch.nn.Module, *, world: World, device: torch.device) -> torch.nn.Module | None:
     """DistributedDataParallel around ``net`` under torchrun (it copies rank 0's weights to all
-    ranks and averages gradients); None for one process. A static graph lets gradient
-    checkpointing's re-entrant backward pass work with DDP."""
+    ranks and averages gradients); None for one process. Not a static graph: with one, the
+    gradient cache's several backward passes per step fail DDP's checks (gradient checkpointing
+    works without it, checked against one process)."""
     if not world.distributed:
         return None
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(
-        net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=static_graph
-    )
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def make_schedule(
