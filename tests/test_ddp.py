@@ -173,3 +173,19 @@ def test_gathered_loss_gives_the_one_process_gradient(tmp_path):
         half_model, half = _model_and_micro_batches(accum=1, world=None)
         _backward(half_model, [(half[0][0][:4], half[0][1][:4])])
         assert not torch.allclose(half_model.visual.conv1.weight.grad, expected["visual.conv1.weight"])
+
+
+def test_each_rank_takes_its_slice_of_the_global_plan():
+    from training.data import epoch_plan
+    from training.distributed import World, local_plan, world_from_env
+
+    plan = epoch_plan(50, batch_size=3 * 4, accum_freq=2, seed=1, epoch=0)
+    worlds = [World(rank=r, size=3, local_rank=r, local_size=3, distributed=True) for r in range(3)]
+    slices = [local_plan(plan, world=w, batch_size=4) for w in worlds]
+    for s, step in enumerate(plan):
+        for m, micro in enumerate(step):
+            assert [i for rank in slices for i in rank[s][m]] == micro  # rank order = the global order
+            assert all(len(rank[s][m]) == 4 for rank in slices)
+    assert world_from_env({}) == World()
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    assert world_from_env(env) == World(rank=3, size=4, local_rank=1, local_size=2, distributed=True)

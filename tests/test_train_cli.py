@@ -72,9 +72,34 @@ def test_train_eval_index_end_to_end(small_corpus, tmp_path, capfd):
         (["train", "--out", "R"], "--model and --out are required"),
         (["train", "--resume", "nowhere/last.pt"], "no such checkpoint"),
         (["eval", "--model", "tiny"], "no readable training pairs"),
+        (["train", "--model", "tiny", "--out", "R", "--nproc", "0"], "--nproc must be at least 1"),
+        (["train", "--model", "tiny", "--out", "R", "--nproc", "2"], "no readable training pairs"),
+        (["train", "--model", "tiny", "--out", "R", "--nproc", "2", "--batch-size", "0"], "batch-size"),
     ],
 )
 def test_errors_are_one_line(tmp_path, args, message, capfd):
     proc = run(*[str(tmp_path / a) if a == "R" else a for a in args], home=tmp_path / "home", capfd=capfd)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_processes_of_a_launch_get_the_same_settings_back(tmp_path):
+    """What ``--nproc`` hands each torchrun process parses back to the same run, without --nproc."""
+    from training.cli import worker_argv
+    from tuwen.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["train", "--model", "tiny", "--out", "R", "--nproc", "2", "--augment", "--lr", "0.002",
+         "--stop-at-step", "3", "--workers", "0", "--home", str(tmp_path)]
+    )  # fmt: skip
+    chosen = {"epochs": 3, "batch_size": 8, "lr": 0.002, "augment": True, "freeze_vision": False, "seed": 0}
+    again = parser.parse_args(worker_argv(args, model="tiny", out="R", chosen=chosen))
+    assert again.nproc == 1 and again.model == "tiny" and again.out == "R" and again.home == str(tmp_path)
+    assert again.lr == 0.002 and again.augment is True and again.freeze_vision is None
+    assert (
+        again.batch_size == 8
+        and again.stop_at_step == 3
+        and again.workers == 0
+        and again.no_progress is False
+    )
