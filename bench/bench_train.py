@@ -10,8 +10,14 @@
     DataLoader), in one process, after one warm-up step each. No GPU is lent in this session; on a
     CUDA machine the same script measures ``--precision amp``.
 
+(d) ``tuwen train --nproc 2`` (2 gloo processes × batch B, DDP) against ``--nproc 1`` (batch 2B):
+    samples/s per step (median after the first) and wall seconds including start-up, runs
+    interleaved. On one CPU machine the 2 processes share its cores: no speed-up is expected; it
+    shows the cost of the gathering and gradient averaging.
+
     .venv/bin/python bench/bench_train.py                  # ~10 min on 2 shared cores
     .venv/bin/python bench/bench_train.py --skip-vit       # (a) only, ~4 min
+    .venv/bin/python bench/bench_train.py --ddp-only       # (d) only, ~3 min with tiny
 """
 
 from __future__ import annotations
@@ -212,6 +218,55 @@ def part_throughput(home: Path, *, batch: int, steps: int) -> dict:
     return {"ours": ours, "plain": plain, "threads": threads, "precision": config["precision"]}
 
 
+def ddp_run(home: Path, *, nproc: int, model: str, batch: int, steps: int, tag: str) -> dict:
+    """One ``tuwen train --nproc N`` through the CLI in a fresh process; per-step samples/s from
+    its metrics.jsonl (over all processes: global batch / step time)."""
+    out = home / "runs" / f"ddp-{nproc}-{tag}"
+    cmd = [sys.executable, "-m", "tuwen.cli", "train", "--home", str(home), "--model", model]
+    cmd += ["--out", str(out), "--nproc", str(nproc), "--batch-size", str(batch), "--epochs", "1"]
+    cmd += ["--val-fraction", "0", "--precision", "fp32", "--stop-at-step", str(steps), "--no-progress"]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"--nproc {nproc} failed:\n{proc.stderr[-3000:]}")
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    per_step = [r["samples_per_s"] for r in log if r["kind"] == "train"][1:]  # first step: warm-up
+    return {"wall_s": wall, "samples_per_s": median(per_step), "steps": len(per_step) + 1}
+
+
+def part_ddp(home: Path, *, model: str, batch: int, steps: int, rounds: int) -> list[list[str]]:
+    from common.settings import Settings
+    from indexer.demo_corpus import generate_demo_corpus
+    from indexer.ingest import ingest
+
+    data = home / "demo-data"
+    if not data.exists():
+        generate_demo_corpus(data)
+        ingest(root=data, settings=Settings(home=home), progress=False, echo=lambda _: None)
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for r in range(rounds):  # interleaved: 1, 2, 1, 2, ...
+        for nproc in (1, 2):
+            per_process = batch * 2 // nproc  # the same global batch
+            runs[nproc].append(
+                ddp_run(home, nproc=nproc, model=model, batch=per_process, steps=steps, tag=str(r))
+            )
+    rows = []
+    for nproc in (1, 2):
+        rate = median([x["samples_per_s"] for x in runs[nproc]])
+        wall = median([x["wall_s"] for x in runs[nproc]])
+        rows.append(
+            [
+                f"{nproc} process{'es' if nproc > 1 else ''} × batch {batch * 2 // nproc}",
+                f"{rate:.1f}",
+                f"{wall:.0f}",
+            ]
+        )
+    one, two = (median([x["samples_per_s"] for x in runs[n]]) for n in (1, 2))
+    rows.append(["ratio 2 processes / 1", f"{two / one:.2f}", ""])
+    return rows
+
+
 def subprocess_part(part: str, home: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--home", str(home), "--vit-steps", str(args.vit_steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
@@ -224,6 +279,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-vit", action="store_true", help="only (a)")
     parser.add_argument("--vit-steps", type=int, default=3, help="training steps of ViT-B-16 in (b) and (c)")
+    parser.add_argument("--ddp-only", action="store_true", help="only (d)")
+    parser.add_argument("--ddp-model", default="tiny", help="model of (d): tiny or random:ViT-B-16")
+    parser.add_argument("--ddp-batch", type=int, default=32, help="per process in (d) with 2 processes")
+    parser.add_argument("--ddp-steps", type=int, default=8)
+    parser.add_argument("--ddp-rounds", type=int, default=2)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,6 +292,23 @@ def main() -> None:
         return
     if args.part == "throughput":
         print(json.dumps(part_throughput(Path(args.home), batch=32, steps=args.vit_steps)))
+        return
+
+    if args.ddp_only:
+        with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+            rows = part_ddp(
+                Path(tmp),
+                model=args.ddp_model,
+                batch=args.ddp_batch,
+                steps=args.ddp_steps,
+                rounds=args.ddp_rounds,
+            )
+        print(header(f"Fine-tuning on 2 processes (DDP, gloo) vs 1, {args.ddp_model}, same global batch"))
+        print(
+            f"(d) {args.ddp_model}, fp32, {args.ddp_steps} steps per run, median over steps after the first "
+            f"and over {args.ddp_rounds} interleaved runs each; wall = whole command with start-up:\n"
+        )
+        print(table(["processes", "samples/s per step", "wall s"], rows))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:

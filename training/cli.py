@@ -196,6 +196,18 @@ def worker_argv(args: argparse.Namespace, *, model: str, out: str, chosen: dict)
     return argv + (["--no-progress"] if args.no_progress else [])
 
 
+def _check_gpus(settings, *, nproc: int) -> None:
+    import torch
+
+    from common.errors import TuwenError
+    from models.factory import default_device
+
+    if default_device(settings.device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise TuwenError(
+            f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s), one per process"
+        )
+
+
 def _launch(args: argparse.Namespace, *, settings, model: str, out: str, chosen: dict) -> int:
     """``tuwen train --nproc N``: bad settings fail here, in one line, before torchrun starts N
     processes of ``tuwen train`` (``python -m torch.distributed.run … -m tuwen.cli train …``)."""
@@ -210,6 +222,7 @@ def _launch(args: argparse.Namespace, *, settings, model: str, out: str, chosen:
 
     check_args(**{k: chosen[k] for k in ("epochs", "batch_size", "accum_freq", "warmup", "lr")})
     load_pairs(settings)  # "no readable training pairs" before N processes start
+    _check_gpus(settings, nproc=args.nproc)
     command = torchrun_command(
         sys.executable, nproc=args.nproc, entry_argv=worker_argv(args, model=model, out=out, chosen=chosen)
     )
