@@ -29,6 +29,11 @@ TRAIN_DEFAULTS = {
 
 def register(sub, *, common) -> None:
     """Add this package's subcommands to the ``tuwen`` parser."""
+    _register_train(sub, common=common)
+    _register_eval(sub, common=common)
+
+
+def _register_train(sub, *, common) -> None:
     p = sub.add_parser(
         "train",
         help="fine-tune on the training pairs (附件1) with Chinese-CLIP's recipe",
@@ -77,6 +82,8 @@ def register(sub, *, common) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
 
+
+def _register_eval(sub, *, common) -> None:
     e = sub.add_parser(
         "eval",
         help="R@1/5/10 of a model on the held-out pairs, as Chinese-CLIP reports them",
