@@ -89,7 +89,11 @@ def test_two_processes_train_as_one_with_twice_the_batch(ingested, two_ranks, on
     ddp = weights(two_ranks / "last.pt")
     assert not any(k.startswith("module.") for k in ddp)  # cn_clip's format, loadable by one process
     assert_same_weights(weights(stopped.last_path), ddp)
-    assert torch.load(two_ranks / "last.pt", weights_only=True)["step"] == STOP
+    saved = torch.load(two_ranks / "last.pt", weights_only=True)
+    assert saved["step"] == STOP
+    ranks = saved["rng"]["ranks"]  # each process's own random state, for a resume on 2 processes
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    assert torch.equal(ranks[0]["torch"], saved["rng"]["torch"])
 
 
 def test_checkpoint_of_two_processes_resumes_in_one(two_ranks, one_process, ingested, capfd, tmp_path):

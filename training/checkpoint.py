@@ -48,7 +48,10 @@ def payload(
     arch: str,
     best_score: float | None,
     train_config: dict,
+    rank_rng: list[dict] | None = None,
 ) -> dict:
+    """``rank_rng``: under torchrun, every process's random state (``rng_state``), so a resume with
+    as many processes gives each its own dropout masks back."""
     return {
         "epoch": epoch,
         "step": step,
@@ -60,6 +63,7 @@ def payload(
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "ranks": rank_rng or [],
         },
         "best_score": best_score,
         "train_config": train_config,
@@ -76,3 +80,23 @@ def restore_rng(state: dict | None) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_state() -> dict:
+    """This process's random state: CPU, and its current GPU's when it has one."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
+
+
+def restore_rank_rng(state: dict | None, *, rank: int, world_size: int) -> bool:
+    """Process ``rank``'s own random state from a checkpoint written by as many processes; False
+    when there is none (another process count, or a checkpoint of one process)."""
+    ranks = (state or {}).get("ranks") or []
+    if len(ranks) != world_size:
+        return False
+    torch.set_rng_state(ranks[rank]["torch"])
+    if ranks[rank].get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ranks[rank]["cuda"])
+    return True

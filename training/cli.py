@@ -65,9 +65,15 @@ def _register_train(sub, *, common) -> None:
     )
     p.add_argument("--eval-every", type=int, help="also validate and checkpoint every N steps")
     p.add_argument(
-        "--workers", type=int, help="image decoding processes (default: one per spare core, at most 4)"
+        "--workers",
+        type=int,
+        help="image decoding processes (per training process; default: one per spare core, at most 4)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for the model (default: cores minus workers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for the model (per process; default: its cores minus workers)",
+    )
     p.add_argument("--resume", help="continue a run from its last.pt (with any number of processes)")
     p.add_argument(
         "--stop-at-step", type=int, help="stop after this step with a checkpoint, as an interruption would"

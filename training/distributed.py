@@ -71,6 +71,14 @@ class World:
         """``tensor`` of every rank, concatenated in rank order, gradients flowing back to each rank."""
         return _GatherWithGrad.apply(tensor) if self.distributed else tensor
 
+    def gather_objects(self, obj) -> list | None:
+        """``obj`` of every rank, in rank order (None for one process alone)."""
+        if not self.distributed:
+            return None
+        objects: list = [None] * self.size
+        dist.all_gather_object(objects, obj)
+        return objects
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -420,11 +420,19 @@ def set_up(
             f"resumed from {options.resume} at step {run.start_step} "
             f"(epoch {run.start_step / schedule.steps_per_epoch:.2f})"
         )
-    if world.rank > 0:  # dropout masks of its own (the checkpoint holds rank 0's RNG state)
-        torch.manual_seed(options.seed * 100_003 + world.rank * 1_000_003 + run.start_step)
+    _seed_other_ranks(run, rng=resumed.get("rng") if resumed else None)
     if world.is_main:
         open_run_folder(run, resumed=resumed is not None)
     return run
+
+
+def _seed_other_ranks(run: TrainRun, *, rng: dict | None) -> None:
+    """Ranks other than 0 draw dropout masks of their own: their state from a checkpoint of as many
+    processes, else a seed of their own (rank 0 has the run's seed, or the checkpoint's state)."""
+    world = run.world
+    if world.rank == 0 or checkpoint.restore_rank_rng(rng, rank=world.rank, world_size=world.size):
+        return
+    torch.manual_seed(run.options.seed * 100_003 + world.rank * 1_000_003 + run.start_step)
 
 
 def open_run_folder(run: TrainRun, *, resumed: bool) -> None:
@@ -612,12 +620,13 @@ def validate_and_checkpoint(run: TrainRun, *, step: int) -> dict | None:
     there is no validation split), point best.pt at it; redraw the curves. Returns the record.
 
     Under torchrun rank 0 does all of it while the other ranks wait (and get None)."""
-    record = _validate_and_save(run, step=step) if run.world.is_main else None
+    rank_rng = run.world.gather_objects(checkpoint.rng_state())  # for an exact resume on as many ranks
+    record = _validate_and_save(run, step=step, rank_rng=rank_rng) if run.world.is_main else None
     run.world.barrier()
     return record
 
 
-def _validate_and_save(run: TrainRun, *, step: int) -> dict | None:
+def _validate_and_save(run: TrainRun, *, step: int, rank_rng: list[dict] | None = None) -> dict | None:
     record = validate(run, step=step)
     if record is not None:
         run.metrics_log.write(record)
@@ -637,6 +646,7 @@ def _validate_and_save(run: TrainRun, *, step: int) -> dict | None:
             arch=run.loaded.arch.name,
             best_score=run.best_score,
             train_config=run.config,
+            rank_rng=rank_rng,
         ),
     )
     if is_best:
