@@ -17,6 +17,7 @@ REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 # Fonts that draw Chinese, first found wins (Debian: fonts-wqy-zenhei, fonts-noto-cjk).
 CJK_FONTS = ["WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "SimHei"]
+CJK_FONT_FILES = ("wqy", "notosanscjk", "sourcehansans", "simhei")
 
 
 def use_cjk_font() -> None:
@@ -27,6 +28,12 @@ def use_cjk_font() -> None:
     matplotlib.use("Agg")
     installed = {f.name for f in font_manager.fontManager.ttflist}
     found = [name for name in CJK_FONTS if name in installed]
+    if not found:  # installed after matplotlib cached its font list: add the files themselves
+        for path in font_manager.findSystemFonts():
+            if any(key in Path(path).name.lower() for key in CJK_FONT_FILES):
+                font_manager.fontManager.addfont(path)
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        found = [name for name in CJK_FONTS if name in installed]
     matplotlib.rcParams["font.sans-serif"] = found + list(matplotlib.rcParams["font.sans-serif"])
     matplotlib.rcParams["font.family"] = "sans-serif"
     matplotlib.rcParams["axes.unicode_minus"] = False
