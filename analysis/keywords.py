@@ -69,11 +69,15 @@ def class_tfidf(
 def top_keywords(
     docs_tokens: Sequence[Sequence[str]], labels: Sequence[int], *, top: int = 8
 ) -> dict[int, list[tuple[str, float]]]:
-    """The ``top`` words of each class by c-TF-IDF weight (ties broken by the word, so stable)."""
+    """The ``top`` words of each class by c-TF-IDF weight (ties broken by the word, so stable).
+
+    Unlike BERTopic, a word found in every class (with two or more) is left out: it names none."""
     classes, vocabulary, weights = class_tfidf(docs_tokens, labels)
+    everywhere = (weights > 0).all(axis=0) if len(classes) > 1 else np.zeros(len(vocabulary), dtype=bool)
     out: dict[int, list[tuple[str, float]]] = {}
     for i, c in enumerate(classes):
-        order = sorted(range(len(vocabulary)), key=lambda j: (-weights[i, j], vocabulary[j]))
+        candidates = [j for j in range(len(vocabulary)) if not everywhere[j]]
+        order = sorted(candidates, key=lambda j: (-weights[i, j], vocabulary[j]))
         out[c] = [(vocabulary[j], round(float(weights[i, j]), 5)) for j in order[:top] if weights[i, j] > 0]
     return out
 
