@@ -32,9 +32,9 @@ def pair_rows(data: CorpusData) -> np.ndarray:
     return np.flatnonzero(data.image_mask & data.text_mask)
 
 
-def check_n(n: int, *, pairs: int, name: str, option: str = "--n") -> None:
-    if n < 2:
-        raise TuwenError(f"{option} must be at least 2 (got {n})")
+def check_n(n: int, *, pairs: int, name: str, option: str = "--n", minimum: int = 2) -> None:
+    if n < minimum:
+        raise TuwenError(f"{option} must be at least {minimum} (got {n})")
     if n > pairs:
         raise TuwenError(f"{option} {n} is larger than the {pairs} image–caption pairs of corpus {name}")
 
@@ -43,7 +43,7 @@ def alignment_numbers(data: CorpusData, *, n: int, gallery: int, seed: int) -> d
     """Recall over all pairs, the heatmap sample and its similarities, the gallery samples."""
     rows = pair_rows(data)
     check_n(n, pairs=len(rows), name=data.name)
-    check_n(gallery, pairs=len(rows), name=data.name, option="--gallery")
+    check_n(gallery, pairs=len(rows), name=data.name, option="--gallery", minimum=1)
     texts, images = data.text_vectors[rows], data.image_vectors[rows]
     recall = metrics(rank(texts, images, list(range(len(rows)))))
     rng = np.random.default_rng(seed)
@@ -245,3 +245,33 @@ def image_gallery(data: CorpusData, numbers: dict):
 def _rank_of(query: np.ndarray, keys: np.ndarray, target: int) -> int:
     scores = keys @ query
     return int((scores > scores[target]).sum()) + 1
+
+
+def add_parser(studies, *, common) -> None:
+    """``tuwen analyze alignment NAME …``."""
+    from analysis.cli import study_parser
+
+    p = study_parser(
+        studies,
+        "alignment",
+        help="how well captions and images find each other",
+        common=common,
+        handler=_command,
+    )
+    p.add_argument("--n", type=int, default=6, help="pairs in the similarity heatmap")
+    p.add_argument("--gallery", type=int, default=3, help="sampled queries in each top-5 gallery")
+
+
+def _command(args) -> int:
+    from analysis.cli import finished
+    from analysis.load import load_corpus_data, report_dir
+    from common.settings import get_settings
+
+    if args.n < 2 or args.gallery < 2:
+        check_n(
+            min(args.n, args.gallery), pairs=1 << 62, name="", option="--n" if args.n < 2 else "--gallery"
+        )
+    settings = get_settings(args.home)
+    data = load_corpus_data(settings=settings, name=args.name)
+    out = report_dir(settings=settings, study="alignment", name=args.name, out=args.out)
+    return finished(run_alignment(data, out=out, n=args.n, gallery=args.gallery, seed=args.seed))

@@ -372,3 +372,54 @@ def summary(result: ClusterResult) -> dict:
         ),
         "notes": result.notes,
     }
+
+
+def add_parser(studies, *, common) -> None:
+    """``tuwen analyze clusters NAME …``."""
+    from analysis.cli import study_parser
+
+    p = study_parser(
+        studies,
+        "clusters",
+        help="style clusters, their keywords and per-period shares",
+        common=common,
+        handler=_command,
+    )
+    p.add_argument(
+        "--modality", default="image", choices=MODALITIES, help="both = image and text concatenated"
+    )
+    p.add_argument(
+        "--text", default="caption", choices=TEXT_SOURCES, help="tags = the #hashtags of the caption"
+    )
+    p.add_argument("--reduce", default="umap", choices=REDUCERS)
+    p.add_argument("--method", default="kmeans", choices=METHODS)
+    p.add_argument("--k", default="auto", help="auto (silhouette sweep) | N | A..B (sweep over A to B)")
+    p.add_argument("--by", default="month", choices=PERIODS, help="period of the shares")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="hdbscan (default 1 %% of the items)")
+    p.add_argument("--exemplars", type=int, default=8, help="images per cluster grid")
+
+
+def _command(args) -> int:
+    from analysis.cli import finished
+    from analysis.clusters_report import run_clusters
+    from analysis.load import load_corpus_data, report_dir
+    from common.settings import get_settings
+
+    options = ClusterOptions(
+        modality=args.modality,
+        text=args.text,
+        reduce=args.reduce,
+        method=args.method,
+        k=args.k,
+        by=args.by,
+        seed=args.seed,
+        min_cluster_size=args.min_cluster_size,
+    )
+    check_options(options)
+    parse_k(options.k, n=1 << 62)  # a malformed --k fails before the corpus is read
+    if args.exemplars < 1:
+        raise TuwenError(f"--exemplars must be at least 1 (got {args.exemplars})")
+    settings = get_settings(args.home)
+    data = load_corpus_data(settings=settings, name=args.name)
+    out = report_dir(settings=settings, study="clusters", name=args.name, out=args.out)
+    return finished(run_clusters(data, out=out, options=options, exemplars=args.exemplars))

@@ -59,7 +59,7 @@ def _garment(month: int, months: int, rng: random.Random) -> str:
 
 
 def post_caption(item: Item, day: date, rng: random.Random) -> str:
-    """A title, the date as ``MM-DD`` and 2–4 hashtags (one post in ten has none)."""
+    """A title, the date as ``MM-DD`` and 1–4 hashtags (one post in ten has none)."""
     title = rng.choice(TITLES).format(
         c=item.colour,
         p="" if item.pattern == "纯色" else item.pattern,
@@ -68,7 +68,9 @@ def post_caption(item: Item, day: date, rng: random.Random) -> str:
     )
     if rng.random() < 0.1:
         return f"{title} {day:%m-%d}"
-    tags = rng.sample(STYLE_TAGS[item.garment], k=rng.randint(1, 3)) + [f"{item.colour}{item.garment}"]
+    tags = rng.sample(STYLE_TAGS[item.garment], k=rng.randint(1, 3))
+    if rng.random() < 0.3:
+        tags.append(f"{item.colour}{item.garment}")
     return f"{title} {day:%m-%d} " + " ".join(f"#{t}" for t in tags)
 
 

@@ -1,0 +1,63 @@
+"""A stored corpus as the studies take it: ``CorpusData`` from ``indexer.corpus``'s items and embeddings."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+
+from analysis.data import CorpusData
+from common.settings import Settings
+
+
+def load_corpus_data(*, settings: Settings, name: str) -> CorpusData:
+    """Items and embeddings of corpus ``name``; ``TuwenError`` when it is unknown or not encoded."""
+    from indexer.corpus import load_embeddings, load_items
+
+    items = load_items(settings=settings, name=name)
+    embeddings = load_embeddings(settings=settings, name=name)
+    return corpus_data(name=name, items=items, embeddings=embeddings)
+
+
+def corpus_data(*, name: str, items: list, embeddings) -> CorpusData:
+    """``items``: ``CorpusItem``s in position order; ``embeddings``: a ``CorpusEmbeddings``."""
+    fields: dict[str, None] = {}
+    for item in items:
+        fields.update(dict.fromkeys(item.attributes))
+    return CorpusData(
+        name=name,
+        ids=[item.item_id for item in items],
+        captions=[item.caption for item in items],
+        image_paths=[item.image_path for item in items],
+        times=[_time(item.time) for item in items],
+        attributes={f: [item.attributes.get(f) for item in items] for f in fields},
+        image_vectors=_vectors(embeddings.image_vectors),
+        image_mask=_mask(embeddings.image_mask, embeddings.image_vectors),
+        text_vectors=_vectors(embeddings.text_vectors),
+        text_mask=_mask(embeddings.text_mask, embeddings.text_vectors),
+        model_id=embeddings.model_id,
+    )
+
+
+def _time(value) -> str | int | None:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def _vectors(vectors) -> np.ndarray | None:
+    return None if vectors is None else np.asarray(vectors, dtype=np.float32)
+
+
+def _mask(mask, vectors) -> np.ndarray | None:
+    return None if vectors is None or mask is None else np.asarray(mask, dtype=bool)
+
+
+def report_dir(*, settings: Settings, study: str, name: str, out: str | Path | None) -> Path:
+    """``--out`` when given, else ``$TUWEN_HOME/analysis/<study>-<name>/`` (where the service lists it)."""
+    if out is not None:
+        return Path(out).expanduser()
+    safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "corpus"  # one folder, never a path
+    return settings.home_dir / "analysis" / f"{study}-{safe}"
