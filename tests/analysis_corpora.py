@@ -21,7 +21,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def planted_corpus(
-    *, n: int = 360, dim: int = 32, noise: float = 0.35, seed: int = 0, images: bool = True, texts: bool = True
+    *,
+    n: int = 360,
+    dim: int = 32,
+    noise: float = 0.35,
+    seed: int = 0,
+    images: bool = True,
+    texts: bool = True,
 ) -> tuple[CorpusData, np.ndarray]:
     """(corpus, garment index per item). Times are ISO dates over 12 months of 2025."""
     rng = np.random.default_rng(seed)
