@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api.main import api_router
+from app.api.routes.analysis import ANALYSIS_PREFIX, ReportFiles
 from app.core.security import document_search_key
 from app.core.state import ServiceState
 from app.core.uploads import UploadLimitMiddleware
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if not settings.require_key_for_search:  # a browser following a report link sends no key
+        app.mount(ANALYSIS_PREFIX, ReportFiles(settings), name="analysis")
 
     if settings.cors_origins:  # none by default: the page is same-origin and needs no CORS
         app.add_middleware(
