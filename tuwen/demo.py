@@ -1,7 +1,8 @@
 """``tuwen demo``: the whole product on the bundled synthetic corpus, in one command.
 
 Generate the corpus → ingest → fine-tune ``tiny`` → index → export result1/2.csv → report the
-held-out recall against the corpus's ground truth → serve the search page.
+held-out recall against the corpus's ground truth → the social posts corpus through ``corpus add``,
+``corpus encode`` and the clusters and alignment studies → serve the search page (which links them).
 """
 
 from __future__ import annotations
@@ -48,21 +49,21 @@ def run_demo(
     started = time.perf_counter()
     figures: dict = {}
     if not (data / "ground_truth.json").is_file():
-        say(f"[1/5] generating the demo corpus in {data}")
+        say(f"[1/6] generating the demo corpus in {data}")
         generate_demo_corpus(data)
     else:
-        say(f"[1/5] demo corpus already in {data}")
-    say("[2/5] ingest")
+        say(f"[1/6] demo corpus already in {data}")
+    say("[2/6] ingest")
     ingest(root=data, settings=settings, echo=say)
     model = "tiny"
     if train:
         from training.demo import train_demo_model
 
-        say("[3/5] fine-tuning tiny on the training pairs (附件1)")
+        say("[3/6] fine-tuning tiny on the training pairs (附件1)")
         model = str(train_demo_model(settings=settings, out=home / "runs" / "demo", epochs=train_epochs))
     else:
-        say("[3/5] training skipped: indexing with the untrained tiny model")
-    say(f"[4/5] index with {model}")
+        say("[3/6] training skipped: indexing with the untrained tiny model")
+    say(f"[4/6] index with {model}")
     index_corpus(settings=settings, model=model, echo=say)
     out = home / "results"
     paths = export_results(settings=settings, out=out, echo=say)
@@ -75,9 +76,51 @@ def run_demo(
         f"image→text {figures['i2t_R@5']:.1%} ({figures['seconds']} s so far)"
     )
     say("result files: " + ", ".join(str(p) for p in paths))
+    say(f"[5/6] the demo posts: corpus add, corpus encode with {model}, analyze clusters and alignment")
+    figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
+    for study, page in figures["reports"].items():
+        say(f"report {study}: {page}")
     if serve:
         from app.cli import serve as serve_app
 
-        say(f"[5/5] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
+        say(f"[6/6] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
         serve_app(settings=settings, host=host, port=port)
     return figures
+
+
+def analysis_demo(
+    *, settings: Settings, model: str, trained: bool, say: Callable[[str], None] = _say
+) -> dict:
+    """The social-posts corpus (a garment rising month by month) added, encoded and studied;
+    returns {study: its index.html}. Captions are clustered always; images too when ``model`` was
+    fine-tuned (an untrained tiny image tower does not tell the garments apart)."""
+    from analysis.alignment import run_alignment
+    from analysis.clusters import ClusterOptions
+    from analysis.clusters_report import run_clusters
+    from analysis.load import load_corpus_data, report_dir
+    from indexer.demo_posts import generate_demo_posts
+
+    posts = settings.home_dir / "demo-posts"
+    if not (posts / "posts.jsonl").is_file():
+        generate_demo_posts(posts)
+    _add_and_encode(settings=settings, file=posts / "posts.jsonl", model=model, say=say)
+    data = load_corpus_data(settings=settings, name="posts")
+    runs = {"clusters": ("text", report_dir(settings=settings, study="clusters", name="posts", out=None))}
+    if trained:
+        runs["clusters-image"] = ("image", settings.home_dir / "analysis" / "clusters-posts-image")
+    pages = {}
+    for study, (modality, out) in runs.items():
+        options = ClusterOptions(modality=modality, k="2..12", by="month")
+        pages[study] = run_clusters(data, out=out, options=options).parent / "index.html"
+    out = report_dir(settings=settings, study="alignment", name="posts", out=None)
+    pages["alignment"] = run_alignment(data, out=out).parent / "index.html"
+    return pages
+
+
+def _add_and_encode(*, settings: Settings, file: Path, model: str, say: Callable[[str], None]) -> None:
+    """``tuwen corpus add posts FILE`` and ``tuwen corpus encode posts --model MODEL``."""
+    from indexer.corpus_add import add_corpus
+    from indexer.corpus_encode import encode_corpus
+
+    add_corpus(settings=settings, name="posts", file=file, echo=say)
+    encode_corpus(settings=settings, name="posts", model=model, echo=say)
