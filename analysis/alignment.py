@@ -149,22 +149,20 @@ def heatmap_figure(data: CorpusData, numbers: dict):
             ax.text(j, i, f"{sims[i, j]:.2f}", ha="center", va="center", fontsize=8, color=colour)
         ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="crimson", lw=2))
     ax.set_yticks(range(n), [wrap(data.captions[rows[i]], width=16, lines=2) for i in sample], fontsize=8)
-    ax.set_xticks(range(n), [f"image {j + 1}" for j in range(n)], fontsize=8)
+    thumbs = [thumbnail(data.image_paths[rows[i]], size=64) for i in sample]
+    ax.set_xticks(range(n), ["" if t is not None else f"image {j + 1}" for j, t in enumerate(thumbs)])
     ax.xaxis.tick_top()
-    for j, i in enumerate(sample):
-        image = thumbnail(data.image_paths[rows[i]], size=64)
-        if image is not None:
-            box = OffsetImage(image, zoom=0.8)
-            ax.add_artist(
-                AnnotationBbox(
-                    box,
-                    (j, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    box_alignment=(0.5, -0.25),
-                    frameon=False,
-                    annotation_clip=False,
-                )
+    for j, image in enumerate(thumbs):
+        if image is not None:  # the image itself above its column
+            box = AnnotationBbox(
+                OffsetImage(image, zoom=0.8),
+                (j, 1.0),
+                xycoords=("data", "axes fraction"),
+                box_alignment=(0.5, -0.15),
+                frameon=False,
+                annotation_clip=False,
             )
+            ax.add_artist(box)
     ax.set(xlabel="images of the sampled pairs (red squares: each caption's own image)", ylabel="captions")
     fig.colorbar(shown, ax=ax, label="cosine similarity", shrink=0.8)
     fig.tight_layout()
@@ -174,7 +172,9 @@ def heatmap_figure(data: CorpusData, numbers: dict):
 def _gallery(n_rows: int):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(n_rows, TOP + 1, figsize=(2.3 * (TOP + 1), 2.9 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, TOP + 1, figsize=(2.3 * (TOP + 1), 3.1 * n_rows), squeeze=False, layout="constrained"
+    )
     return fig, axes
 
 
@@ -204,7 +204,6 @@ def caption_gallery(data: CorpusData, numbers: dict):
             )
         if q not in found:
             axes[line, TOP].set_title(f"true image at rank {_rank_of(texts[q], images, q)}", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -238,7 +237,6 @@ def image_gallery(data: CorpusData, numbers: dict):
         if q not in found:
             axes[line, TOP].set_title(f"true caption at rank {_rank_of(images[q], texts, q)}", fontsize=8)
     plt.setp(axes, facecolor="white")
-    fig.tight_layout()
     return fig
 
 

@@ -209,7 +209,9 @@ def exemplar_figure(data: CorpusData, result: ClusterResult, cluster: int, rows:
 
     cols = 4
     lines = max(1, -(-len(rows) // cols))
-    fig, axes = plt.subplots(lines, cols, figsize=(2.6 * cols, 3.0 * lines), squeeze=False)
+    fig, axes = plt.subplots(
+        lines, cols, figsize=(2.6 * cols, 3.4 * lines), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, rows, strict=False):
@@ -217,7 +219,6 @@ def exemplar_figure(data: CorpusData, result: ClusterResult, cluster: int, rows:
         position = int(result.rows[r])
         draw_cell(ax, image=thumbnail(data.image_paths[position]), caption=data.captions[position])
     fig.suptitle(result.name(cluster, 5), fontsize=11)
-    fig.tight_layout()
     return fig
 
 

@@ -20,6 +20,7 @@ _STOP_TEXT = """
     的 了 是 在 和 与 及 或 就 都 也 还 又 很 太 更 最 这 那 这个 那个 这些 那些 一个 一 个 件 条 顶 双 款
     我 你 他 她 它 我们 你们 他们 大家 自己 什么 怎么 如何 为什么 吗 呢 吧 啊 呀 哦 哈 哈哈 嘛 啦 哟 噢
     有 没有 没 不 不是 被 把 让 给 对 从 向 到 上 下 里 中 吧 得 地 着 过 会 能 要 想 可以 可能 因为 所以 但是
+    这件 这条 这顶 这双 这款 一件 一条 一顶 一双 一款 入手
     而且 然后 如果 虽然 今天 今日 分享 一下 真的 非常 超级 超 好 啦 呀 之 其 等 等等 以及 还是 就是 只是
     the a an and or of to in on for with is are be this that it its at by from as my your our"""
 STOP_WORDS = frozenset(_STOP_TEXT.split())

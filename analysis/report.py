@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ def use_cjk_font() -> None:
     from matplotlib import font_manager
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # "weight normal … using 500"
     installed = {f.name for f in font_manager.fontManager.ttflist}
     found = [name for name in CJK_FONTS if name in installed]
     if not found:  # installed after matplotlib cached its font list: add the files themselves
