@@ -8,7 +8,7 @@ DEMO_HOME ?= demo-home
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test install lint format browser clean
+.PHONY: demo test install lint format browser fonts clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,17 @@ browser:
 		fi; \
 	fi
 
-demo: install
+# A CJK font for the Chinese captions and keywords in the analysis figures (Debian; needs root).
+fonts:
+	@if ! fc-list 2>/dev/null | grep -qi wqy; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null; \
+		else \
+			echo "note: no CJK font and no root/apt-get: Chinese in the report figures will show as boxes"; \
+		fi; \
+	fi
+
+demo: install fonts
 	TUWEN_HOME=$(DEMO_HOME) $(BIN)/tuwen demo --host $(HOST) --port $(PORT)
 
 test: install browser

@@ -14,7 +14,7 @@ import numpy as np
 
 from analysis.data import CorpusData
 from analysis.figures import draw_cell, thumbnail, wrap
-from analysis.report import Report, use_cjk_font
+from analysis.report import NO_CJK_FONT, Report, use_cjk_font
 from common.errors import TuwenError
 from indexer.metrics import chance_r5, metrics, rank, topk
 
@@ -69,7 +69,7 @@ def alignment_numbers(data: CorpusData, *, n: int, gallery: int, seed: int) -> d
 def run_alignment(data: CorpusData, *, out: str | Path, n: int = 6, gallery: int = 3, seed: int = 0) -> Path:
     """Write the alignment report under ``out``; returns ``report.json``'s path."""
     numbers = alignment_numbers(data, n=n, gallery=gallery, seed=seed)
-    use_cjk_font()
+    has_cjk = use_cjk_font()
     rows, recall = numbers["rows"], numbers["recall"]
     report = Report(out, kind="alignment", title=f"Image–caption alignment of {data.name}")
     report.note(
@@ -79,6 +79,8 @@ def run_alignment(data: CorpusData, *, out: str | Path, n: int = 6, gallery: int
         f"caption→image {recall['t2i']['mr']:.1f} %, image→caption {recall['i2t']['mr']:.1f} % "
         f"(random ranking would give R@5 ≈ {numbers['chance_r5']['t2i']:.2f} %).",
     )
+    if not has_cjk:
+        report.note("Note", NO_CJK_FONT)
     report.table("recall", recall_rows(numbers), title="Recall over every pair (percent)")
     report.figure(
         "heatmap",

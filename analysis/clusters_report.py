@@ -11,7 +11,7 @@ import numpy as np
 from analysis.clusters import NOISE, ClusterOptions, ClusterResult, cluster_corpus, exemplar_rows, summary
 from analysis.data import CorpusData
 from analysis.figures import cluster_colours, draw_cell, thumbnail
-from analysis.report import Report, use_cjk_font
+from analysis.report import NO_CJK_FONT, Report, use_cjk_font
 
 STACK_CLUSTERS = 12  # clusters drawn by name in the stacked shares; the rest are one grey "other"
 MAP_POINTS = 3000
@@ -28,7 +28,7 @@ def run_clusters(
 def write_report(
     data: CorpusData, result: ClusterResult, *, out: str | Path, exemplars: int = 8, max_grids: int = 24
 ) -> Path:
-    use_cjk_font()
+    has_cjk = use_cjk_font()
     o = result.options
     reduction = f"after UMAP to {o.umap_dims}-d" if o.reduce == "umap" else "no reduction"
     report = Report(out, kind="clusters", title=f"Style clusters of {data.name} ({o.modality}, {o.method})")
@@ -38,7 +38,7 @@ def write_report(
         f"{result.k} clusters ({o.method}, {reduction}, seed {o.seed}). "
         "Cluster 0 is the largest; names are each cluster's top c-TF-IDF keywords.",
     )
-    for line in result.notes:
+    for line in result.notes + ([] if has_cjk else [NO_CJK_FONT]):
         report.note("Note", line)
     if result.ks:
         report.figure(

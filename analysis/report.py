@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+NO_CJK_FONT = (
+    "No CJK font is installed: Chinese text in the figures shows as boxes (install fonts-wqy-zenhei)."
+)
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 # Fonts that draw Chinese, first found wins (Debian: fonts-wqy-zenhei, fonts-noto-cjk).
@@ -21,8 +24,8 @@ CJK_FONTS = ["WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Sourc
 CJK_FONT_FILES = ("wqy", "notosanscjk", "sourcehansans", "simhei")
 
 
-def use_cjk_font() -> None:
-    """Let matplotlib draw Chinese captions and keywords where a CJK font is installed."""
+def use_cjk_font() -> bool:
+    """Let matplotlib draw Chinese captions and keywords where a CJK font is installed (False: none is)."""
     import matplotlib
     from matplotlib import font_manager
 
@@ -39,6 +42,7 @@ def use_cjk_font() -> None:
     matplotlib.rcParams["font.sans-serif"] = found + list(matplotlib.rcParams["font.sans-serif"])
     matplotlib.rcParams["font.family"] = "sans-serif"
     matplotlib.rcParams["axes.unicode_minus"] = False
+    return bool(found)
 
 
 @dataclass
