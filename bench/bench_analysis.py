@@ -65,13 +65,15 @@ def run_clusters_once(config: str, *, n: int, dim: int, clusters: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         write_report(data, result, out=out)
     done = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "config": config,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "k": result.k,
         "ari": float(adjusted_rand_score(truth[result.rows], result.labels)),
         "cluster_s": numbers - start,
         "report_s": done - numbers,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": usage.ru_maxrss / 1024,
     }
 
 
@@ -104,7 +106,16 @@ def main() -> None:
                 f"{r['peak_mb']:.0f}",
             ]
         )
-    columns = ["study", "items × dim", "k chosen", "ARI vs planted", "numbers s", "figures s", "peak RSS MB"]
+    columns = [
+        "study",
+        "items × dim",
+        "k chosen",
+        "ARI vs planted",
+        "numbers s",
+        "figures s",
+        "CPU s (all)",
+        "peak RSS MB",
+    ]
     print(
         header(f"analyze clusters on {args.n:,} synthetic {args.dim}-d embeddings ({args.clusters} planted)")
     )
