@@ -106,10 +106,12 @@ def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path,
         assert c.get("/api/stats").json()["reload_error"] is None
 
 
-def _tuwen_index(home, model: str) -> None:
+def _tuwen_index(home, model: str, *, database_url: str | None = None) -> None:
     """``tuwen index`` as its own process, as a user runs it beside ``tuwen serve``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
     env.update(TUWEN_HOME=str(home), HF_HUB_OFFLINE="1")
+    if database_url:
+        env["TUWEN_DATABASE_URL"] = database_url
     done = subprocess.run(
         [TUWEN, "index", "--model", model, "--workers", "0"], env=env, capture_output=True, text=True
     )
