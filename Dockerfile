@@ -1,21 +1,36 @@
 # tuwen: Chinese image-text retrieval service (CPU image).
-FROM python:3.11-slim
+#
+#   docker build -t tuwen .                                   # from python:3.11-slim
+#   docker/podman-build.sh                                    # no registry: a Debian base made with
+#                                                             # debootstrap (docker/podman-base.sh)
+# Any base with Python 3.10+ and its venv module works (BASE_IMAGE); everything goes into /opt/venv,
+# so a Debian python3 (PEP 668, externally managed) is fine too.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    TUWEN_HOME=/data/home
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH TUWEN_HOME=/data/home
+RUN python3 -m venv /opt/venv
 WORKDIR /srv/tuwen
 
 # Pinned torch/torchvision first. Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index>
 # for CPU-only wheels (an image of ~2 GB instead of ~8 GB with the CUDA build).
+# PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS: a local wheel mirror (e.g. mounted with `podman build -v`).
 ARG TORCH_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
-COPY app ./app
+COPY common ./common
 COPY models ./models
 COPY indexer ./indexer
+COPY app ./app
 COPY training ./training
+COPY analysis ./analysis
 COPY tuwen ./tuwen
-RUN pip install .
+# EXTRAS=ray also installs Ray Data, for images used as Ray workers (`tuwen index --ray`)
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 VOLUME ["/data"]
 EXPOSE 8000
