@@ -15,10 +15,11 @@ WORKDIR /srv/tuwen
 
 # Pinned torch/torchvision first. Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index>
 # for CPU-only wheels (an image of ~2 GB instead of ~8 GB with the CUDA build).
-# PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS: a local wheel mirror (e.g. mounted with `podman build -v`).
+# PIP_INDEX_URL / PIP_EXTRA_INDEX_URL: local wheel mirrors (e.g. mounted with `podman build -v`).
 ARG TORCH_INDEX_URL=""
+ARG PIP_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL=""
-ARG PIP_FIND_LINKS=""
+ARG PIP_CERT=""
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
 COPY common ./common
@@ -28,9 +29,15 @@ COPY app ./app
 COPY training ./training
 COPY analysis ./analysis
 COPY tuwen ./tuwen
-# EXTRAS=ray also installs Ray Data, for images used as Ray workers (`tuwen index --ray`)
+# EXTRAS=ray also installs Ray Data, for images used as Ray workers (`tuwen index --ray`).
+# cn_clip pins lmdb 1.3.0, which has no wheel for Python 3.11: it is compiled, with BUILD_DEPS
+# installed for that and removed after (BUILD_DEPS="" when PIP_FIND_LINKS holds a built wheel).
 ARG EXTRAS=""
-RUN pip install ".${EXTRAS:+[$EXTRAS]}"
+ARG PIP_FIND_LINKS=""
+ARG BUILD_DEPS="gcc libc6-dev patch"
+RUN if [ -n "$BUILD_DEPS" ]; then apt-get update && apt-get install -y --no-install-recommends $BUILD_DEPS; fi \
+    && pip install ".${EXTRAS:+[$EXTRAS]}" \
+    && if [ -n "$BUILD_DEPS" ]; then apt-get purge -y --auto-remove $BUILD_DEPS && rm -rf /var/lib/apt/lists/*; fi
 
 VOLUME ["/data"]
 EXPOSE 8000
