@@ -36,7 +36,9 @@ def _ingest(args) -> int:
 
 def _index(args) -> int:
     from indexer.build import index_corpus
+    from indexer.encode.ray_runner import runner_for
 
+    runner = runner_for(args.ray)  # checks a --ray address before any work
     index_corpus(
         settings=_settings(args),
         model=args.model,
@@ -45,6 +47,7 @@ def _index(args) -> int:
         workers=args.workers,
         index_factory=args.index_factory,
         echo=say,
+        runner=runner,
     )
     return 0
 
@@ -68,6 +71,16 @@ def _db(args) -> int:
         state = "up to date" if current == head else "needs `tuwen db upgrade`"
         print(f"store revision: {current or 'none (empty)'}; this release: {head}; {state}")
     return 0
+
+
+def add_ray_option(parser) -> None:
+    """``--ray ADDRESS``: encode on a Ray cluster (pass ``runner_for(args.ray)`` as the runner)."""
+    parser.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        default=None,
+        help="encode on a Ray cluster: auto (the running one), HOST:6379 or ray://HOST:10001",
+    )
 
 
 def register(sub, *, common) -> None:
@@ -105,6 +118,7 @@ def register(sub, *, common) -> None:
     p.add_argument(
         "--index-factory", default=None, help="FAISS factory string (default: chosen by corpus size)"
     )
+    add_ray_option(p)
     p.set_defaults(handler=_index)
 
     p = sub.add_parser("export", help="write result1.csv and result2.csv")
