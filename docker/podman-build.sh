@@ -14,6 +14,7 @@ set -eu
 cd "$(dirname "$0")/.."
 BASE=${BASE_IMAGE:-localhost/tuwen-base:bookworm}
 IMAGE=${IMAGE:-localhost/tuwen:latest}
+DEMO_ARGS=${DEMO_ARGS:---no-serve}  # e.g. "--no-serve --epochs 1" for a quicker check
 set --
 INDEXES=""
 for dir in ${WHEELS:-}; do
@@ -29,6 +30,8 @@ fi
 [ -n "${EXTRAS:-}" ] && set -- "$@" --build-arg EXTRAS="$EXTRAS"
 if [ -n "${FIND_LINKS:-}" ]; then  # a folder of wheels built beforehand (lmdb for cn_clip): no compiler
     set -- "$@" --volume "$FIND_LINKS:$FIND_LINKS:ro" --build-arg PIP_FIND_LINKS="$FIND_LINKS" --build-arg BUILD_DEPS=
+else  # Debian's python3 keeps Python.h in python3-dev (the python:3.11-slim base has it already)
+    set -- "$@" --build-arg BUILD_DEPS="gcc libc6-dev patch python3-dev"
 fi
 if [ -n "${CA_BUNDLE:-}" ]; then  # a TLS-intercepting proxy's CA (e.g. /etc/ssl/certs/ca-certificates.crt)
     set -- "$@" --volume "$CA_BUNDLE:/run/tuwen-ca.crt:ro" --build-arg PIP_CERT=/run/tuwen-ca.crt
@@ -36,8 +39,8 @@ fi
 podman build --isolation "${ISOLATION:-oci}" --network host "$@" --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" .
 if [ "${ISOLATION:-oci}" = chroot ]; then
     # no OCI runtime here: run the demo as a build step on top of the image, in the same isolation
-    printf 'FROM %s\nRUN HF_HUB_OFFLINE=1 tuwen demo --no-serve\n' "$IMAGE" |
+    printf 'FROM %s\nRUN HF_HUB_OFFLINE=1 tuwen demo %s\n' "$IMAGE" "$DEMO_ARGS" |
         podman build --isolation chroot -t localhost/tuwen-demo-check -f - .
 else
-    podman run --rm --network none -e HF_HUB_OFFLINE=1 "$IMAGE" tuwen demo --no-serve
+    podman run --rm --network none -e HF_HUB_OFFLINE=1 "$IMAGE" tuwen demo $DEMO_ARGS
 fi

@@ -40,6 +40,7 @@ from indexer.encode.writer import GenerationWriter
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
+DECODE_CPUS = 0.5
 RAY_MISSING = "--ray needs Ray Data: pip install 'tuwen[ray]' (ray[data])"
 
 
@@ -170,7 +171,9 @@ def encode_sets(
             decode_images,
             fn_kwargs={"preprocess": loaded.preprocess, "resolution": loaded.arch.resolution},
             batch_size=batch,
-            num_cpus=1,
+            # half a CPU each: decoding waits on file reads, and resources unlike the actors' keep
+            # Ray Data from fusing these tasks into the actors (decoding would then stall encoding)
+            num_cpus=DECODE_CPUS,
         )
     ds = ds.map_batches(
         EncodeActor,
