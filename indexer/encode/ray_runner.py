@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +91,7 @@ class RayRunner:
 
 def connect(address: str) -> bool:
     """Connect this process to the cluster (unless already connected); True if this call did."""
+    use_token_if_any()  # before `import ray`, which reads its auth mode once
     try:
         import ray
     except ImportError as exc:
@@ -114,6 +117,16 @@ def connect(address: str) -> bool:
         )
         raise TuwenError(f"--ray {address}: {where}") from exc
     return True
+
+
+def use_token_if_any() -> None:
+    """Ray 2.59+ clusters check a token, which a driver sends only in token mode: with a token at
+    hand (``ray get-auth-token``) and no mode chosen, use it; a cluster without auth accepts it."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    default = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or default.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def check_reachable(address: str) -> None:
