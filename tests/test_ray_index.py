@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KILL_MARKER = "TUWEN_TEST_KILL_MARKER"
 BATCH = 16  # several batches per set, so a worker can die between two of them
 TUWEN = str(Path(sys.executable).parent / "tuwen")
+RAY = str(Path(sys.executable).parent / "ray")
+SETS = ("image_candidates", "text_candidates", "text_queries", "image_queries")
 
 
 class DyingMapper(EncodeMapper):
@@ -141,3 +144,53 @@ def test_an_unreachable_ray_address_is_one_clear_line(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, head.stdout.read() if head.stdout else "ray start exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"ray start --head did not listen on {port} in {timeout} s")
+
+
+def test_tuwen_index_on_a_cluster_started_by_ray_start(ingested):
+    """The command line end to end: `ray start --head` (its workers get no PYTHONPATH: tuwen's code
+    reaches them as py_modules from the driver), then `tuwen index --ray 127.0.0.1:PORT`."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUWEN_")) and k != "PYTHONPATH"}
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, head)
+        before = current_generation_name(ingested.index_dir)
+        done = subprocess.run(
+            [TUWEN, "index", "--home", str(ingested.home), "--model", "tiny", "--ray", f"127.0.0.1:{port}"],
+            env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        head.terminate()  # `ray start --block` stops the processes it started
+        head.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray: 1 node(s), 2 CPU, 0 GPU" in done.stderr
+    after = current_generation_name(ingested.index_dir)
+    assert after is not None and after != before
+    manifest = Manifest.read(ingested.index_dir / after)
+    assert (manifest.model_spec, sorted(manifest.sets)) == ("tiny", sorted(SETS))
+    assert all(count > 0 for count in manifest.counts.values())
