@@ -14,12 +14,13 @@ RUN python3 -m venv /opt/venv
 WORKDIR /srv/tuwen
 
 # Pinned torch/torchvision first. Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index>
-# for CPU-only wheels (an image of ~2 GB instead of ~8 GB with the CUDA build).
+# for CPU-only wheels (PyPI's torch is the CUDA build: the image measured 6.3 GB with it).
 # PIP_INDEX_URL / PIP_EXTRA_INDEX_URL: local wheel mirrors (e.g. mounted with `podman build -v`).
 ARG TORCH_INDEX_URL=""
-ARG PIP_INDEX_URL=""
-ARG PIP_EXTRA_INDEX_URL=""
-ARG PIP_CERT=""
+# (declared without a value: unset in the environment unless given)
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_CERT
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
 COPY common ./common
@@ -33,7 +34,7 @@ COPY tuwen ./tuwen
 # cn_clip pins lmdb 1.3.0, which has no wheel for Python 3.11: it is compiled, with BUILD_DEPS
 # installed for that and removed after (BUILD_DEPS="" when PIP_FIND_LINKS holds a built wheel).
 ARG EXTRAS=""
-ARG PIP_FIND_LINKS=""
+ARG PIP_FIND_LINKS
 ARG BUILD_DEPS="gcc libc6-dev patch"
 RUN if [ -n "$BUILD_DEPS" ]; then apt-get update && apt-get install -y --no-install-recommends $BUILD_DEPS; fi \
     && pip install ".${EXTRAS:+[$EXTRAS]}" \
