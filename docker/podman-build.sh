@@ -9,7 +9,7 @@
 #   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt ...   # pip trusts this CA bundle (a proxy's)
 #   FIND_LINKS=/opt/pypi-more/files ...    # a folder of prebuilt wheels (lmdb): no compiler needed
 #   ISOLATION=chroot docker/podman-build.sh   # where the OCI runtime cannot start containers
-#                                          # (see README: nested VMs without CAP_SYS_RESOURCE)
+#                                          # (README, "Containers": what happened on the dev VM)
 set -eu
 cd "$(dirname "$0")/.."
 BASE=${BASE_IMAGE:-localhost/tuwen-base:bookworm}
