@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from app.api.deps import SettingsDep, require_search_key
+from app.schemas import ErrorOut
 from common.settings import Settings
 
 ANALYSIS_PREFIX = "/analysis"
@@ -76,7 +77,7 @@ def list_reports(root: Path) -> list[ReportOut]:
 router = APIRouter(tags=["analysis"], dependencies=[Depends(require_search_key)])
 
 
-@router.get("/api/analysis/reports", response_model=list[ReportOut])
+@router.get("/api/analysis/reports", response_model=list[ReportOut], responses={401: {"model": ErrorOut}})
 async def reports(settings: SettingsDep) -> list[ReportOut]:
     """The reports of `tuwen analyze clusters|alignment|…`, each with the URL of its page."""
     return await anyio.to_thread.run_sync(list_reports, analysis_dir(settings))
