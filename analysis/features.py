@@ -97,7 +97,14 @@ def positive_flags(values: Sequence, *, field: str, threshold: float | None) -> 
     return out
 
 
-def verdict(*, best_model: dict, best_baseline: dict, metric: str, spread_name: str) -> str:
+def verdict(
+    *,
+    best_model: dict,
+    best_baseline: dict,
+    metric: str,
+    spread_name: str,
+    subjects: tuple[str, str] = ("best model", "best baseline"),
+) -> str:
     """A sentence, generated from the numbers, saying whether the model's lead exceeds the spread.
 
     Each dict has ``name``, ``mean`` and ``std`` of ``metric``; "more than the spread" means the
@@ -111,11 +118,11 @@ def verdict(*, best_model: dict, best_baseline: dict, metric: str, spread_name: 
     )
     if diff > spread:
         return (
-            f"The best model beats the best baseline by more than the {spread_name} spread: {numbers}, "
+            f"The {subjects[0]} beats the {subjects[1]} by more than the {spread_name} spread: {numbers}, "
             f"a lead of {diff:.3f} > {spread:.3f} (sum of the standard deviations)."
         )
     return (
-        f"The best model does NOT beat the best baseline by more than the {spread_name} spread: "
+        f"The {subjects[0]} does NOT beat the {subjects[1]} by more than the {spread_name} spread: "
         f"{numbers}, a difference of {diff:+.3f} against a spread of {spread:.3f}; treat it as noise."
     )
 

@@ -446,18 +446,21 @@ def run_trend(
         )
     chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(train_t[-1]) + 1)
     say(f"trend: {len(series)} periods, {len(train_t)} training and {len(test_t)} test windows of {window}")
-    results = evaluate(
-        features=chosen,
-        labels=series.labels,
-        window=window,
-        train_t=train_t,
-        test_t=test_t,
-        models=kinds,
-        seeds=seeds,
-        epochs=epochs,
-        components=components,
-        say=say,
-    )
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # small fits: one BLAS thread is several times faster on shared cores
+        results = evaluate(
+            features=chosen,
+            labels=series.labels,
+            window=window,
+            train_t=train_t,
+            test_t=test_t,
+            models=kinds,
+            seeds=seeds,
+            epochs=epochs,
+            components=components,
+            say=say,
+        )
     for name, reason in missing.items():
         results += [Result(name, kind, False, [], np.zeros(0), unavailable=reason) for kind in kinds]
     return write_report(
