@@ -500,27 +500,31 @@ def _confusion_figure(outcome: Outcome, labels: Labels):
     return fig
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """``analyze classify``: registered by ``analysis.cli`` under ``tuwen analyze``."""
-    p = subparsers.add_parser("classify", help="image vs text vs early/late fusion, stratified k-fold")
-    p.add_argument("name", help="corpus name (tuwen corpus list)")
+def add_parser(studies, *, common) -> argparse.ArgumentParser:
+    """``tuwen analyze classify NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
+    from analysis.cli import study_parser
+
+    p = study_parser(
+        studies,
+        "classify",
+        help="image vs text vs early/late fusion, stratified k-fold",
+        common=common,
+        handler=_command,
+    )
     p.add_argument("--label", required=True, help="attribute to predict (any values: binary or multi-class)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--text", choices=TEXT_KINDS, default="clip", help="text features used in the fusions")
     p.add_argument("--fusion", default="early,late", help="comma list of early,late,attention")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="default $TUWEN_HOME/analysis/NAME-classify-LABEL")
-    p.set_defaults(handler=_command)
     return p
 
 
 def _command(args) -> int:
-    from analysis.load import load_corpus_data
+    from analysis.load import load_corpus_data, report_dir
     from analysis.report import markdown_table
     from common.settings import get_settings
 
-    settings = get_settings(getattr(args, "home", None))
-    out = args.out or settings.home_dir / "analysis" / f"{args.name}-classify-{args.label}"
+    settings = get_settings(args.home)
+    out = report_dir(settings=settings, study=f"classify-{args.label}", name=args.name, out=args.out)
     data = load_corpus_data(settings=settings, name=args.name)
     result = run_classify(
         data=data,
@@ -532,5 +536,5 @@ def _command(args) -> int:
         seed=args.seed,
     )
     print(markdown_table(result["table"]) + "\n" + "\n".join(result["verdict"]))
-    _say(f"report: {result['report']}")
+    _say(f"report written: {result['report']}")
     return 0

@@ -345,7 +345,7 @@ def evaluate(
     train_t: np.ndarray,
     test_t: np.ndarray,
     models: Sequence[str],
-    seeds: int,
+    seeds: Sequence[int],
     epochs: int,
     components: int,
     say: Callable[[str], None] = _say,
@@ -368,12 +368,12 @@ def evaluate(
         x_train = window_inputs(x, train_t, window=window)
         x_test = window_inputs(x, test_t, window=window)
         for kind in models:
-            say(f"trend: {kind} on {name} features, {seeds} seeds")
+            say(f"trend: {kind} on {name} features, {len(seeds)} seeds")
             probs = [
                 train_sequence_model(
                     kind=kind, x_train=x_train, y_train=y_train, x_test=x_test, seed=seed, epochs=epochs
                 )
-                for seed in range(seeds)
+                for seed in seeds
             ]
             runs = [scores(y_test, p) for p in probs]
             results.append(Result(name, kind, False, runs, np.mean(probs, axis=0)))
@@ -428,6 +428,7 @@ def run_trend(
     features: str | Sequence[str] = FEATURE_SETS,
     models: str | Sequence[str] = SEQUENCE_MODELS,
     seeds: int = 5,
+    first_seed: int = 0,
     epochs: int = 200,
     components: int = 16,
     say: Callable[[str], None] = _say,
@@ -478,6 +479,7 @@ def run_trend(
             "window": window,
             "test_fraction": test_fraction,
             "seeds": seeds,
+            "first_seed": first_seed,
             "epochs": epochs,
             "components": components,
         },
@@ -576,12 +578,17 @@ def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
     return fig
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """``analyze trend``: registered by ``analysis.cli`` under ``tuwen analyze``."""
-    p = subparsers.add_parser(
-        "trend", help="predict a period's label from the previous periods (sliding window)"
+def add_parser(studies, *, common) -> argparse.ArgumentParser:
+    """``tuwen analyze trend NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
+    from analysis.cli import study_parser
+
+    p = study_parser(
+        studies,
+        "trend",
+        help="predict a period's label from the previous periods",
+        common=common,
+        handler=_command,
     )
-    p.add_argument("name", help="corpus name (tuwen corpus list)")
     p.add_argument("--label", required=True, help="attribute: 0/1, boolean, or numeric with --threshold")
     p.add_argument(
         "--period", choices=PERIODS, default="auto", help="auto: integer times as is, dates by day"
@@ -591,23 +598,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--rule", choices=RULES, default="majority", help="period positive when any / most items are"
     )
     p.add_argument("--window", type=int, default=10, help="periods per window, the last one being predicted")
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="last share of the periods held out")
     p.add_argument("--features", default=",".join(FEATURE_SETS), help="comma list of image,text,both,tfidf")
     p.add_argument("--models", default=",".join(SEQUENCE_MODELS), help="comma list of lstm,transformer")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5, help="training runs per model (seeds --seed, --seed+1, …)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--components", type=int, default=16, help="principal axes kept per feature set (0: all)")
-    p.add_argument("--out", type=Path, default=None, help="default $TUWEN_HOME/analysis/NAME-trend-LABEL")
-    p.set_defaults(handler=_command)
     return p
 
 
 def _command(args) -> int:
-    from analysis.load import load_corpus_data
+    from analysis.load import load_corpus_data, report_dir
+    from analysis.report import markdown_table
     from common.settings import get_settings
 
-    settings = get_settings(getattr(args, "home", None))
-    out = args.out or settings.home_dir / "analysis" / f"{args.name}-trend-{args.label}"
+    settings = get_settings(args.home)
+    out = report_dir(settings=settings, study=f"trend-{args.label}", name=args.name, out=args.out)
     data = load_corpus_data(settings=settings, name=args.name)
     result = run_trend(
         data=data,
@@ -621,11 +627,10 @@ def _command(args) -> int:
         features=args.features,
         models=args.models,
         seeds=args.seeds,
+        first_seed=args.seed,
         epochs=args.epochs,
         components=args.components,
     )
-    from analysis.report import markdown_table
-
     print(markdown_table(result["table"]) + "\n" + result["verdict"])
-    _say(f"report: {result['report']}")
+    _say(f"report written: {result['report']}")
     return 0

@@ -180,3 +180,63 @@ def test_tfidf_is_fitted_on_training_periods_only():
     data.captions = [c + " 独有词" for c in data.captions]
     shifted, _ = feature_sets(data, series, wanted=["tfidf"], n_train_periods=30)
     assert shifted["tfidf"].shape[1] == before["tfidf"].shape[1] + 1
+
+
+def demo_series_data(*, days: int = 365, images: bool = False) -> CorpusData:
+    """The demo trend series (``indexer.demo_series``) with captions encoded by the ``tiny`` model."""
+    import random
+
+    from indexer.demo_corpus import draw_item
+    from indexer.demo_series import trend_rows
+    from models.encoder import Encoder
+    from models.factory import create_model_and_transforms
+
+    rows = trend_rows(seed=0, days=days)
+    n = len(rows)
+    encoder = Encoder(create_model_and_transforms("tiny", device="cpu"), precision="fp32")
+    image_vectors = None
+    if images:
+        rng = random.Random(1)
+        pictures = [draw_item(r["_item"], rng, 64) for r in rows]
+        image_vectors = np.concatenate([encoder.encode_pil(pictures[i : i + 64]) for i in range(0, n, 64)])
+    return CorpusData(
+        name="demo-trend",
+        ids=[r["id"] for r in rows],
+        captions=[r["caption"] for r in rows],
+        image_paths=[None] * n,
+        times=[r["time"] for r in rows],
+        attributes={"hot": [r["hot"] for r in rows], "likes": [r["likes"] for r in rows]},
+        image_vectors=image_vectors,
+        image_mask=np.ones(n, bool) if images else None,
+        text_vectors=encoder.encode_texts([r["caption"] for r in rows]),
+        text_mask=np.ones(n, bool),
+        model_id="tiny",
+    )
+
+
+@pytest.mark.slow
+def test_planted_trend_is_found_and_the_baselines_are_not_fooled(tmp_path, one_thread):
+    """The demo's label follows the *rise* of the dress share over the previous days: an LSTM reading
+    the window in order must beat every baseline by 0.10 accuracy; the baselines must stay near chance
+    (the label flips too often for "same as last period", and the window mean holds no order)."""
+    data = demo_series_data()
+    result = run_trend(
+        data=data,
+        label="hot",
+        out=tmp_path / "r",
+        features="text,tfidf",
+        models="lstm",
+        seeds=3,
+        epochs=100,
+        say=lambda _: None,
+    )
+    results = result["results"]
+    baselines = [r for r in results if r.baseline]
+    best_baseline = max(r.summary("accuracy")[0] for r in baselines)
+    models = [r for r in results if not r.baseline]
+    best_model = max(models, key=lambda r: r.summary("accuracy")[0])
+    mean, std = best_model.summary("accuracy")
+    assert best_baseline <= 0.65
+    assert mean >= best_baseline + 0.10, result["table"]
+    assert best_model.summary("roc_auc")[0] >= 0.75
+    assert result["verdict"].startswith("The best model beats the best baseline by more than the seed spread")
