@@ -519,13 +519,13 @@ def add_parser(studies, *, common) -> argparse.ArgumentParser:
 
 
 def _command(args) -> int:
-    from analysis.load import load_corpus_data, report_dir
+    from analysis import load
     from analysis.report import markdown_table
     from common.settings import get_settings
 
     settings = get_settings(args.home)
-    out = report_dir(settings=settings, study=f"classify-{args.label}", name=args.name, out=args.out)
-    data = load_corpus_data(settings=settings, name=args.name)
+    out = load.report_dir(settings=settings, study=f"classify-{args.label}", name=args.name, out=args.out)
+    data = load.load_corpus_data(settings=settings, name=args.name)
     result = run_classify(
         data=data,
         label=args.label,

@@ -429,7 +429,7 @@ def run_trend(
     models: str | Sequence[str] = SEQUENCE_MODELS,
     seeds: int = 5,
     first_seed: int = 0,
-    epochs: int = 200,
+    epochs: int = 100,
     components: int = 16,
     say: Callable[[str], None] = _say,
 ) -> dict:
@@ -602,19 +602,19 @@ def add_parser(studies, *, common) -> argparse.ArgumentParser:
     p.add_argument("--features", default=",".join(FEATURE_SETS), help="comma list of image,text,both,tfidf")
     p.add_argument("--models", default=",".join(SEQUENCE_MODELS), help="comma list of lstm,transformer")
     p.add_argument("--seeds", type=int, default=5, help="training runs per model (seeds --seed, --seed+1, …)")
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=100, help="full-batch training epochs per run")
     p.add_argument("--components", type=int, default=16, help="principal axes kept per feature set (0: all)")
     return p
 
 
 def _command(args) -> int:
-    from analysis.load import load_corpus_data, report_dir
+    from analysis import load
     from analysis.report import markdown_table
     from common.settings import get_settings
 
     settings = get_settings(args.home)
-    out = report_dir(settings=settings, study=f"trend-{args.label}", name=args.name, out=args.out)
-    data = load_corpus_data(settings=settings, name=args.name)
+    out = load.report_dir(settings=settings, study=f"trend-{args.label}", name=args.name, out=args.out)
+    data = load.load_corpus_data(settings=settings, name=args.name)
     result = run_trend(
         data=data,
         label=args.label,

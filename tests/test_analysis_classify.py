@@ -153,13 +153,13 @@ def demo_fusion_data(n: int = 800) -> CorpusData:
 @pytest.mark.slow
 def test_planted_fusion_beats_either_modality(tmp_path, one_thread):
     """``bestseller`` needs the garment (image only) where the caption has no word: both fusions must
-    beat the better single modality by 0.04 accuracy, and no caption names the garment."""
+    beat the better single modality by 0.05 accuracy, and no caption names the garment."""
     data = demo_fusion_data()
     assert not any(g in c for c in data.captions for g in ("连衣裙", "半身裙", "帽子", "衬衫", "T恤", "裤子"))
     result = run_classify(data=data, label="bestseller", out=tmp_path / "r", fusion="early,late", say=quiet)
     acc = {o.name: o.summary("accuracy")[0] for o in result["outcomes"]}
     single = max(acc["image"], acc["text (clip)"], acc["text (tfidf)"])
     assert acc["majority class"] <= 0.55 and single <= 0.80
-    assert acc["early fusion (image + text (clip))"] >= single + 0.04, result["table"]
-    assert acc["late fusion (image + text (clip))"] >= single + 0.04, result["table"]
+    assert acc["early fusion (image + text (clip))"] >= single + 0.05, result["table"]
+    assert acc["late fusion (image + text (clip))"] >= single + 0.05, result["table"]
     assert result["verdict"][1].startswith("The best fusion beats the better single modality")

@@ -179,7 +179,7 @@ def test_tfidf_is_fitted_on_training_periods_only():
     # …whereas the same word in the training periods does.
     data.captions = [c + " 独有词" for c in data.captions]
     shifted, _ = feature_sets(data, series, wanted=["tfidf"], n_train_periods=30)
-    assert shifted["tfidf"].shape[1] == before["tfidf"].shape[1] + 1
+    assert shifted["tfidf"].shape[1] > before["tfidf"].shape[1]
 
 
 def demo_series_data(*, days: int = 365, images: bool = False) -> CorpusData:
