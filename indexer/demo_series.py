@@ -10,13 +10,14 @@ before it: (share[d-1] + share[d-2]) > (share[d-3] + share[d-4]). Each post of a
 which captions name and images show, but not from the last day's label (the rise flips often: about
 58 % agreement) nor from the mean of the window (the mean holds no order).
 
-``fusion.jsonl`` — posts for ``analyze classify``: the image shows a plain red or blue garment, the
-caption names only its colour and maybe a word. ``bestseller = 1`` when ``g + w > 0``, with ``g = +1`` for a dress,
-skirt or hat and ``-1`` otherwise (seen only in the image), and ``w = +2`` for a caption with
-"新款", ``-2`` with "清仓", ``0`` without either (half the posts; seen only in the text). The caption
-alone decides the half with a word and guesses the rest (≈ 75 %), the image alone knows ``g`` (which
-decides only the half without a word: ≈ 65 % with the untrained ``tiny`` model, whose image tower
-tells the garments apart only roughly), and only both together can reach 100 % (≈ 85 % with ``tiny``). ``garment`` (6 classes) is kept as a multi-class attribute.
+``fusion.jsonl`` — posts for ``analyze classify``: the image shows a plain red or blue garment,
+the caption names only its colour and maybe a word. ``bestseller = 1`` when ``g + w > 0``, with
+``g = +1`` for a dress, skirt or hat and ``-1`` otherwise (seen only in the image), and ``w = +2``
+for a caption with "新款", ``-2`` with "清仓", ``0`` without either (half the posts; seen only in
+the text). The caption alone decides the half with a word and guesses the rest (≈ 75 %); the image
+alone knows ``g``, which decides only the half without a word (≈ 65 % with the untrained ``tiny``
+model, whose image tower tells the garments apart only roughly); only both together can reach
+100 % (≈ 85 % with ``tiny``). ``garment`` (6 classes) is kept as a multi-class attribute.
 """
 
 from __future__ import annotations
