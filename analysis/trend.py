@@ -457,7 +457,7 @@ def run_trend(
             train_t=train_t,
             test_t=test_t,
             models=kinds,
-            seeds=seeds,
+            seeds=range(first_seed, first_seed + seeds),
             epochs=epochs,
             components=components,
             say=say,

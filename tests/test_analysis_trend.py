@@ -240,3 +240,61 @@ def test_planted_trend_is_found_and_the_baselines_are_not_fooled(tmp_path, one_t
     assert mean >= best_baseline + 0.10, result["table"]
     assert best_model.summary("roc_auc")[0] >= 0.75
     assert result["verdict"].startswith("The best model beats the best baseline by more than the seed spread")
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_an_unseen_captions_only_corpus(tmp_path, capsys):
+    """corpus add → corpus encode --model tiny → analyze trend / classify, exit 0, tables with every row."""
+    pytest.importorskip("analysis.cli")
+    from tuwen.cli import main
+
+    rng = np.random.default_rng(7)
+    lines = []
+    for day in range(48):
+        for k in range(3):
+            sale = int(rng.random() < (0.8 if (day // 4) % 2 else 0.2))
+            word = "打折" if sale else "原价"
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"p{day}-{k}",
+                        "caption": f"第{day}天的{word}外套",
+                        "day_no": day,
+                        "time": day,
+                        "sale": sale,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+    corpus = tmp_path / "posts.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["corpus", "add", "unseen", str(corpus), *home]) == 0
+    assert main(["corpus", "encode", "unseen", "--model", "tiny", *home]) == 0
+    capsys.readouterr()
+    trend_args = [
+        "--label",
+        "sale",
+        "--window",
+        "4",
+        "--seeds",
+        "2",
+        "--epochs",
+        "5",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    assert main(["analyze", "trend", "unseen", *trend_args, *home]) == 0
+    trend_table = capsys.readouterr().out
+    classify_args = ["--label", "sale", "--folds", "3", "--out", str(tmp_path / "c")]
+    assert main(["analyze", "classify", "unseen", *classify_args, *home]) == 0
+    classify_table = capsys.readouterr().out
+    for row in ("majority class", "same as last period", "| text | lstm", "| tfidf | transformer"):
+        assert row in trend_table
+    assert trend_table.count("±") >= 3 * 6 and "| image | lstm | model | unavailable" in trend_table
+    assert "| text (clip) | single |" in classify_table and classify_table.count("±") >= 3 * 2
+    assert "| image | single | unavailable" in classify_table
+    for folder in ("t", "c"):
+        assert json.loads((tmp_path / folder / "report.json").read_text())["corpus"] == "unseen"
+    assert main(["analyze", "trend", "unseen", "--label", "nope", *home]) == 2
+    assert "unknown field --label 'nope'" in capsys.readouterr().err
