@@ -103,6 +103,8 @@ def build_series(
             continue
         key, name = period_of(value, period=period)
         groups.setdefault(key, (name, []))[1].append(i)
+    if not groups:
+        raise TuwenError(f"corpus {data.name!r} has no item with a time: analyze trend needs a `time` field")
     notes = [f"{untimed} items without a time were left out."] if untimed else []
     keys, members, shares = [], [], []
     unlabelled = 0

@@ -126,6 +126,19 @@ def test_bad_parameters_name_what_is_wrong(tmp_path):
         (dict(models="gru"), "--models: unknown gru"),
         (dict(test_fraction=1.5), "--test-fraction"),
         (dict(window=1), "--window must be at least 2"),
+        (
+            dict(
+                data=CorpusData(
+                    name="x",
+                    ids=["a"],
+                    captions=[None],
+                    image_paths=[None],
+                    times=[None],
+                    attributes={"hot": [1]},
+                )
+            ),
+            "no item with a time",
+        ),
     ]
     for overrides, message in cases:
         kwargs = dict(data=data, label="hot", out=tmp_path / "r", window=5, seeds=1, epochs=2)
