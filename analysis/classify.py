@@ -452,12 +452,25 @@ def write_report(
         title=f"Confusion matrix: {top.name}",
         caption="Out-of-fold predictions of the best model (rows: true class, columns: predicted).",
     )
-    payload = {
+    payload = _payload(
+        data=data,
+        labels=labels,
+        outcomes=outcomes,
+        settings_used={"label": label, "folds": folds, "seed": seed},
+    )
+    payload.update(best=top.name, verdict=sentences)
+    path = report.finish(payload)
+    return {"report": path, "out": report.out, "table": rows, "verdict": sentences, "outcomes": outcomes}
+
+
+def _payload(*, data: CorpusData, labels: Labels, outcomes: Sequence[Outcome], settings_used: dict) -> dict:
+    """What ``report.json`` holds besides the parts: settings, classes, every fold's scores."""
+    return {
         "corpus": data.name,
         "model_id": data.model_id,
-        "settings": {"label": label, "folds": folds, "seed": seed},
+        "settings": settings_used,
         "classes": labels.classes,
-        "class_counts": counts.tolist(),
+        "class_counts": np.bincount(labels.y, minlength=len(labels.classes)).tolist(),
         "results": [
             {
                 "features": o.name,
@@ -473,11 +486,7 @@ def write_report(
             }
             for o in outcomes
         ],
-        "best": top.name,
-        "verdict": sentences,
     }
-    path = report.finish(payload)
-    return {"report": path, "out": report.out, "table": rows, "verdict": sentences, "outcomes": outcomes}
 
 
 def _confusion_figure(outcome: Outcome, labels: Labels):

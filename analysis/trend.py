@@ -436,17 +436,14 @@ def run_trend(
     say: Callable[[str], None] = _say,
 ) -> dict:
     """Build the series, train and score every model beside the baselines, write the report."""
+    used = dict(label=label, period=period, threshold=threshold, rule=rule, window=window)
+    used.update(test_fraction=test_fraction, seeds=seeds, first_seed=first_seed, epochs=epochs)
+    used.update(components=components)
     wanted = _parse_list(features, allowed=FEATURE_SETS, option="--features")
     kinds = _parse_list(models, allowed=SEQUENCE_MODELS, option="--models")
     if seeds < 1:
         raise TuwenError(f"--seeds must be at least 1, not {seeds}")
-    series = build_series(data, label=label, period=period, threshold=threshold, rule=rule)
-    train_t, test_t = chronological_split(n_periods=len(series), window=window, test_fraction=test_fraction)
-    if len(set(series.labels[train_t].tolist())) < 2:
-        raise TuwenError(
-            f"label {label!r} is {int(series.labels[train_t][0])} in every training period under "
-            f"--rule {rule}: one class, nothing to learn (try another --rule or --threshold)"
-        )
+    series, (train_t, test_t) = _series_and_split(data, used)
     chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(train_t[-1]) + 1)
     say(f"trend: {len(series)} periods, {len(train_t)} training and {len(test_t)} test windows of {window}")
     from threadpoolctl import threadpool_limits
@@ -473,19 +470,24 @@ def run_trend(
         results=results,
         missing=missing,
         split=(train_t, test_t),
-        settings_used={
-            "label": label,
-            "period": period,
-            "threshold": threshold,
-            "rule": rule,
-            "window": window,
-            "test_fraction": test_fraction,
-            "seeds": seeds,
-            "first_seed": first_seed,
-            "epochs": epochs,
-            "components": components,
-        },
+        settings_used=used,
     )
+
+
+def _series_and_split(data: CorpusData, used: dict) -> tuple[Series, tuple[np.ndarray, np.ndarray]]:
+    """The labelled periods and the split, refusing a training part with one class."""
+    series = build_series(
+        data, label=used["label"], period=used["period"], threshold=used["threshold"], rule=used["rule"]
+    )
+    train_t, test_t = chronological_split(
+        n_periods=len(series), window=used["window"], test_fraction=used["test_fraction"]
+    )
+    if len(set(series.labels[train_t].tolist())) < 2:
+        raise TuwenError(
+            f"label {used['label']!r} is {int(series.labels[train_t][0])} in every training period under "
+            f"--rule {used['rule']}: one class, nothing to learn (try another --rule or --threshold)"
+        )
+    return series, (train_t, test_t)
 
 
 def write_report(
@@ -525,7 +527,27 @@ def write_report(
         title="The test period",
         caption="True labels (dots) against the predicted probability of the best model and baseline.",
     )
-    payload = {
+    payload = _payload(
+        data=data, series=series, results=results, missing=missing, split=split, settings_used=settings_used
+    )
+    payload["verdict"] = sentence
+    path = report.finish(payload)
+    return {"report": path, "out": report.out, "table": rows, "verdict": sentence, "results": results}
+
+
+def _payload(
+    *,
+    data: CorpusData,
+    series: Series,
+    results: Sequence[Result],
+    missing: dict[str, str],
+    split: tuple[np.ndarray, np.ndarray],
+    settings_used: dict,
+) -> dict:
+    """What ``report.json`` holds besides the parts: settings, split, every run's scores."""
+    train_t, test_t = split
+    test_rate = float(series.labels[test_t].mean())
+    return {
         "corpus": data.name,
         "model_id": data.model_id,
         "settings": settings_used,
@@ -549,10 +571,7 @@ def write_report(
             }
             for r in results
         ],
-        "verdict": sentence,
     }
-    path = report.finish(payload)
-    return {"report": path, "out": report.out, "table": rows, "verdict": sentence, "results": results}
 
 
 def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
