@@ -595,7 +595,7 @@ def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
     ax.set_xticks(x[::step], [series.keys[int(t)] for t in test_t[::step]], rotation=30, fontsize=8)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("P(label = 1)")
-    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3, frameon=False)
     return fig
 
 
