@@ -36,9 +36,9 @@ def finished(report_json: Path) -> int:
 
 
 def register(sub, *, common) -> None:
-    from analysis import alignment, clusters
+    from analysis import alignment, classify, clusters, trend
 
-    studies_parser = sub.add_parser("analyze", help="studies of a corpus: clusters, alignment (reports)")
+    studies_parser = sub.add_parser("analyze", help="studies of a corpus (reports)")
     studies = studies_parser.add_subparsers(dest="study", required=True, metavar="STUDY")
-    for add_parser in (clusters.add_parser, alignment.add_parser):
+    for add_parser in (clusters.add_parser, alignment.add_parser, trend.add_parser, classify.add_parser):
         add_parser(studies, common=common)

@@ -80,6 +80,8 @@ def run_demo(
     figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
     for study, page in figures["reports"].items():
         say(f"report {study}: {page}")
+    say(f"[5/6] the demo series: corpus add, corpus encode with {model}, analyze trend and classify")
+    figures["supervised"] = supervised_demo(settings=settings, model=model, say=say)
     if serve:
         from app.cli import serve as serve_app
 
@@ -117,10 +119,49 @@ def analysis_demo(
     return pages
 
 
-def _add_and_encode(*, settings: Settings, file: Path, model: str, say: Callable[[str], None]) -> None:
-    """``tuwen corpus add posts FILE`` and ``tuwen corpus encode posts --model MODEL``."""
+def _add_and_encode(
+    *, settings: Settings, file: Path, model: str, say: Callable[[str], None], name: str = "posts"
+) -> None:
+    """``tuwen corpus add NAME FILE`` and ``tuwen corpus encode NAME --model MODEL``."""
     from indexer.corpus_add import add_corpus
     from indexer.corpus_encode import encode_corpus
 
-    add_corpus(settings=settings, name="posts", file=file, echo=say)
-    encode_corpus(settings=settings, name="posts", model=model, echo=say)
+    add_corpus(settings=settings, name=name, file=file, echo=say)
+    encode_corpus(settings=settings, name=name, model=model, echo=say)
+
+
+def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None] = _say) -> dict:
+    """``indexer.demo_series``'s two corpora added, encoded with ``model`` and studied by
+    ``analyze trend`` (the planted rise of dresses) and ``analyze classify`` (image + caption);
+    prints both tables on stdout and returns {study: report.json}."""
+    from analysis import load
+    from analysis.classify import run_classify
+    from analysis.report import markdown_table
+    from analysis.trend import run_trend
+    from indexer.demo_series import generate_demo_series
+
+    folder = settings.home_dir / "demo-series"
+    files = {"trend": folder / "trend.jsonl", "fusion": folder / "fusion.jsonl"}
+    if not all(f.is_file() for f in files.values()):
+        generate_demo_series(folder)
+    for kind, file in files.items():
+        _add_and_encode(settings=settings, file=file, model=model, say=say, name=f"demo-{kind}")
+    trend = run_trend(
+        data=load.load_corpus_data(settings=settings, name="demo-trend"),
+        label="hot",
+        out=load.report_dir(settings=settings, study="trend-hot", name="demo-trend", out=None),
+        say=say,
+    )
+    classify = run_classify(
+        data=load.load_corpus_data(settings=settings, name="demo-fusion"),
+        label="bestseller",
+        out=load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None),
+        fusion="early,late,attention",
+        say=say,
+    )
+    for title, result, verdicts in (
+        ("analyze trend demo-trend --label hot", trend, [trend["verdict"]]),
+        ("analyze classify demo-fusion --label bestseller", classify, classify["verdict"]),
+    ):
+        print(f"\n{title}\n\n{markdown_table(result['table'])}\n" + "\n".join(verdicts), flush=True)
+    return {"trend": trend["report"], "classify": classify["report"]}
