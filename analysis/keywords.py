@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from analysis.features import jieba_words
+
 HASHTAG = re.compile(r"#([^#\s，,。！？!?、；;：:]+)")
 _NOISE = re.compile(r"^[\W\d_]+$")  # punctuation, digits, dates like 05-17, emoji
 # Function words and filler of Chinese social posts, plus the commonest English ones.
@@ -33,11 +35,7 @@ def hashtags(caption: str | None) -> list[str]:
 
 def caption_tokens(caption: str | None) -> list[str]:
     """jieba words of a caption (hashtags included as words), stop words and noise removed."""
-    import jieba
-
-    jieba.setLogLevel(60)  # its "Building prefix dict" chatter
-    text = (caption or "").replace("#", " ")
-    words = (w.strip().lower() for w in jieba.lcut(text))
+    words = (w.strip().lower() for w in jieba_words((caption or "").replace("#", " ")))
     # single characters dropped, as BERTopic's default CountVectorizer does (token pattern \w\w+)
     return [w for w in words if len(w) > 1 and w not in STOP_WORDS and not _NOISE.match(w)]
 
