@@ -169,7 +169,7 @@ def reduce_vectors(x: np.ndarray, *, dims: int, seed: int, fit_sample: int) -> n
     n_neighbors = max(2, min(15, len(x) - 1))
     dims = max(1, min(dims, len(x) - 2))
     reducer = umap.UMAP(
-        n_neighbors=n_neighbors, n_components=dims, min_dist=0.0, metric="cosine", random_state=seed
+        n_neighbors=n_neighbors, n_components=dims, min_dist=0.0, metric="cosine", random_state=seed, n_jobs=1
     )
     if len(x) <= fit_sample:
         return reducer.fit_transform(x).astype(np.float32)
