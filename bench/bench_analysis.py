@@ -95,6 +95,7 @@ def main() -> None:
         r = json.loads(
             subprocess.run(child, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
         )
+        print(json.dumps(r), file=sys.stderr, flush=True)  # each configuration as it ends
         rows.append(
             [
                 f"clusters {r['config']}",
@@ -103,6 +104,7 @@ def main() -> None:
                 f"{r['ari']:.3f}",
                 f"{r['cluster_s']:.1f}",
                 f"{r['report_s']:.1f}",
+                f"{r['cpu_s']:.0f}",
                 f"{r['peak_mb']:.0f}",
             ]
         )
