@@ -19,10 +19,10 @@ from common.backend import resolve_backend, resolve_backend_precision
 from common.precision import cpu_supports_bf16
 from common.runtime import available_cores
 from common.settings import get_settings
-from models.backends.export import Calibration, ensure_converted
+from models.backends.export import Calibration, ensure_converted, sample_calibration
 from models.factory import LoadedModel
 
-__all__ = ["Calibration", "Towers", "open_towers"]
+__all__ = ["Calibration", "Towers", "open_towers", "sample_calibration"]
 
 
 class Towers(Protocol):

@@ -55,6 +55,29 @@ class Calibration:
         return h.hexdigest()[:10]
 
 
+CALIBRATION_IMAGES = 128  # NNCF's default subset is 300; 128 images already fix the ranges here
+CALIBRATION_TEXTS = 256
+
+
+def sample_calibration(
+    *,
+    image_paths: list[str],
+    texts: list[str],
+    max_images: int = CALIBRATION_IMAGES,
+    max_texts: int = CALIBRATION_TEXTS,
+) -> Calibration:
+    """An evenly spaced sample of a corpus's images and captions (deterministic, so cacheable)."""
+
+    def spaced(items: list[str], n: int) -> tuple[str, ...]:
+        if len(items) <= n:
+            return tuple(items)
+        return tuple(items[round(i * (len(items) - 1) / (n - 1))] for i in range(n))
+
+    return Calibration(
+        image_paths=spaced([str(p) for p in image_paths], max_images), texts=spaced(texts, max_texts)
+    )
+
+
 class _ImageTower(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -181,7 +204,7 @@ def export_towers(
     model = loaded.model.float().eval()
     started = time.time()
     for tower in TOWERS:
-        module = _ImageTower(model) if tower == "image" else _TextTower(model)
+        module = (_ImageTower(model) if tower == "image" else _TextTower(model)).eval()
         writer = _write_onnx if fmt == "onnx" else _write_openvino
         writer(module, tower, loaded, out, calibration if precision == "int8" else None)
     meta = {
