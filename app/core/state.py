@@ -138,6 +138,17 @@ class ServiceState:
             loaded = create_model_and_transforms(
                 spec, device=self.settings.device, weights_dir=self.settings.weights_dir
             )
-            queries = QueryEncoder(Encoder(loaded, precision=self.settings.precision))
+            encoder = Encoder(
+                loaded,
+                precision=self.settings.precision,
+                backend=self.settings.backend,
+                cache_dir=self.settings.converted_dir,
+            )
+            log.info("query encoder: model %s, %s", loaded.model_id, encoder.describe())
+            queries = QueryEncoder(
+                encoder,
+                batch_window_ms=self.settings.query_batch_window_ms,
+                batch_max=self.settings.query_batch_max,
+            )
         index.check_model(queries.model_id)
         return Generation(name=name, index=index, queries=queries, loaded_at=time.time())
