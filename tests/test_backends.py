@@ -150,3 +150,36 @@ def test_backend_policy():
         resolve_backend_precision("onnx", "bf16", cpu_bf16=True)
     assert resolve_backend_precision("openvino", "auto", cpu_bf16=True) == ("bf16", "fp32")
     assert resolve_backend_precision("onnx", "auto", cpu_bf16=True) == ("fp32", "fp32")
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_export_model_command_fills_the_cache_the_encoder_reuses(tiny, tmp_path, capsys, backend):
+    from common.settings import Settings
+    from tuwen.cli import main
+
+    home = tmp_path / "home"
+    assert main(["export-model", "--home", str(home), "--model", "tiny", "--format", backend]) == 0
+    folder = converted_path(
+        Settings(home=home).converted_dir, tiny.model_id, fmt=backend, precision="fp32", calibration=None
+    )
+    stamp = (folder / "meta.json").stat().st_mtime_ns
+    encoder = Encoder(tiny, backend=backend, precision="fp32", cache_dir=Settings(home=home).converted_dir)
+    assert encoder.encode_texts(["一只猫"]).shape == (1, tiny.embed_dim)
+    assert (folder / "meta.json").stat().st_mtime_ns == stamp
+    assert (
+        main(
+            [
+                "export-model",
+                "--home",
+                str(home),
+                "--model",
+                "tiny",
+                "--format",
+                backend,
+                "--precision",
+                "int8",
+            ]
+        )
+        == 2
+    )
+    assert "run `tuwen ingest --root DIR` first" in capsys.readouterr().err
