@@ -183,3 +183,28 @@ def test_export_model_command_fills_the_cache_the_encoder_reuses(tiny, tmp_path,
         == 2
     )
     assert "run `tuwen ingest --root DIR` first" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
+def test_index_with_int8_calibrates_on_the_corpus_and_the_service_reuses_it(ingested, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from common.settings import Settings
+    from indexer.build import index_corpus
+    from indexer.index_files import current_generation, load_generation
+
+    settings = Settings(home=ingested.home, backend="openvino", precision="int8")
+    index_corpus(settings=settings, model="tiny", precision="int8", progress=False, echo=lambda _m: None)
+    manifest = load_generation(current_generation(settings.index_dir)).manifest
+    assert manifest.precision == "int8"
+    folders = list(settings.converted_dir.glob("*/openvino-int8-*"))
+    assert (
+        len(folders) == 1 and json.loads((folders[0] / "meta.json").read_text())["calibration"]["images"] > 0
+    )
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/api/search/text", params={"q": "红色连衣裙", "k": 3})
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+        stats = client.get("/api/stats").json()
+    assert stats["model"]["model_id"] == "tiny@seed0"
+    assert list(settings.converted_dir.glob("*/openvino-int8-*")) == folders  # reused, not recalibrated
