@@ -143,6 +143,37 @@ def encoders(lm: LoadedModel, args, paths: list[Path], captions: list[str]) -> d
     return out
 
 
+def decode_split(lm: LoadedModel, args, paths: list[Path]) -> str:
+    """Item 4: the default backend's end-to-end image rate for decode workers x model threads,
+    beside the tower alone on pixels decoded beforehand (the ceiling), methods in turns."""
+    backend = resolve_backend("auto", device_type="cpu")
+    pixels = torch.stack([lm.preprocess(Image.open(p).convert("RGB")) for p in paths])
+    index = {p: i for i, p in enumerate(paths)}
+    methods: dict[str, Callable[[list], np.ndarray]] = {}
+    for threads in (1, 2):
+        enc = Encoder(lm, backend=backend, precision="auto", cache_dir=args.cache, threads=threads)
+        enc.encode_texts(["热身"]), enc.encode_pil([Image.open(paths[0]).convert("RGB")] * 2)
+        methods[f"tower alone, {threads} threads (pixels decoded beforehand)"] = lambda chunk, enc=enc: (
+            np.concatenate(
+                [
+                    enc._encode_pixels(pixels[[index[p] for p in chunk[i : i + args.batch_size]]])
+                    for i in range(0, len(chunk), args.batch_size)
+                ]
+            )
+        )
+        for workers in (0, 1, 2):
+            methods[f"end to end, {workers} decode workers, {threads} threads"] = (
+                lambda chunk, enc=enc, w=workers: enc.encode_image_files(
+                    chunk, batch_size=args.batch_size, workers=w
+                )[0]
+            )
+    times, _ = run_interleaved(methods, paths, args.chunks)
+    rows = [[name, len(paths), f"{len(paths) / sum(secs):.1f}"] for name, secs in times.items()]
+    return f"decode / inference split, {backend} (auto precision), batch {args.batch_size}:\n\n" + table(
+        ["images", "n", "images/s"], rows
+    )
+
+
 DEFAULT_BACKENDS = (
     "torch:fp32,torch:auto,onnx:fp32,onnx:int8,openvino:fp32,openvino:auto,openvino:bf16,openvino:int8"
 )
@@ -162,7 +193,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="folder for the JPEGs (default: a temp dir)")
     ap.add_argument("--skip-texts", action="store_true")
     ap.add_argument("--skip-images", action="store_true")
+    ap.add_argument("--split", action="store_true", help="only the decode workers x model threads table")
     args = ap.parse_args()
+    if args.split:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = make_photos(args.data or Path(tmp), args.images, seed=0)
+            lm = create_model_and_transforms(args.model, device="cpu")
+            print(header(f"Decode / inference split, {args.model}") + "\n" + decode_split(lm, args, paths))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_photos(args.data or Path(tmp), args.images, seed=0)
