@@ -155,11 +155,14 @@ def start_servers(
     return servers
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> str:
+    """Peak (VmHWM) / current (VmRSS) resident memory of a process, MB."""
+    values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key = line.split(":")[0]
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(line.split()[1]) / 1024
+    return f"{values.get('VmHWM', 0):.0f} / {values.get('VmRSS', 0):.0f}"
 
 
 def main() -> None:
@@ -179,12 +182,12 @@ def main() -> None:
         servers = start_servers(home, configs, args.converted)
         try:
             rows, stats = run_phases(servers, args.requests, clients_list)
-            rss = {name: peak_rss_mb(proc.pid) for name, (_b, proc) in servers.items()}
+            rss = {name: rss_mb(proc.pid) for name, (_b, proc) in servers.items()}
         finally:
             for _base, proc in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
-    encoder_rows = in_process(make_captions(args.requests, seed=2), configs)
+    encoder_rows = in_process(make_captions(args.requests, seed=2), configs, args.converted)
     print(
         header(f"HTTP GET /api/search/text, {MODEL} text tower, {args.images:,} images, top-10, cache misses")
     )
@@ -207,13 +210,13 @@ def main() -> None:
     print()
     print(
         table(
-            ["server", "backend", "precision (texts)", "peak RSS MB", "text cache"],
+            ["server", "backend", "precision (texts)", "RSS MB peak / end", "text cache"],
             [
                 [
                     name,
                     resolve_backend(configs[name]["TUWEN_BACKEND"], device_type="cpu"),
                     configs[name]["TUWEN_PRECISION"],
-                    f"{rss[name]:.0f}",
+                    rss[name],
                     stats[name]["text_cache"],
                 ]
                 for name in configs
@@ -282,7 +285,7 @@ def run_phases(servers: dict, requests: int, clients_list: list[int]) -> tuple[l
     return rows, stats
 
 
-def in_process(texts: list[str], configs: dict) -> list[list[object]]:
+def in_process(texts: list[str], configs: dict, converted: Path | None) -> list[list[object]]:
     """The text tower alone, one query at a time, in turns: cn_clip's README way (fp32, padded to 52
     tokens) and each configuration's encoder; min cosine of each to PyTorch fp32."""
     import numpy as np
@@ -307,7 +310,7 @@ def in_process(texts: list[str], configs: dict) -> list[list[object]]:
                 loaded,
                 precision=env["TUWEN_PRECISION"],
                 backend=env["TUWEN_BACKEND"],
-                cache_dir=Settings().converted_dir,
+                cache_dir=converted or Settings().converted_dir,
             )
         except TuwenError as exc:
             print(f"in-process {name}: skipped ({exc})")

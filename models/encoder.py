@@ -14,6 +14,7 @@ Where the time goes on a CPU, and what this file does about it (measured in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class Encoder:
         calibration: Calibration | None = None,
         threads: int | None = None,
         echo: Callable[[str], None] | None = None,
+        release_torch: bool = False,
     ):
         self.loaded = loaded
         self.device = loaded.device
@@ -80,6 +82,10 @@ class Encoder:
             echo=echo,
         )
         self.backend = self.towers.backend
+        if release_torch and self.backend != "torch":
+            # The exported towers hold their own weights: drop this encoder's hold on the PyTorch
+            # copy (a ViT-B-16 is 750 MB in fp32) so a long-running service does not keep both.
+            self.loaded = dataclasses.replace(loaded, model=None)
         self.precision = self.towers.image_precision
         self.text_precision = self.towers.text_precision
 

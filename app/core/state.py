@@ -143,8 +143,10 @@ class ServiceState:
                 precision=self.settings.precision,
                 backend=self.settings.backend,
                 cache_dir=self.settings.converted_dir,
+                release_torch=True,
             )
-            log.info("query encoder: model %s, %s", loaded.model_id, encoder.describe())
+            del loaded  # with an exported backend, the PyTorch weights are freed here
+            log.info("query encoder: model %s, %s", encoder.model_id, encoder.describe())
             queries = QueryEncoder(
                 encoder,
                 batch_window_ms=self.settings.query_batch_window_ms,
