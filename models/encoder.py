@@ -3,13 +3,15 @@
 Where the time goes on a CPU, and what this file does about it (measured in
 ``bench/bench_encode.py``, numbers in ``bench/RESULTS.md``):
 
-- the towers' matrix products: bf16 autocast where the CPU has native bf16 (AVX-512 BF16 or
-  AMX), about 3x fp32 with embeddings at cosine > 0.999 to fp32; ``precision="fp32"`` opts out;
+- the towers' matrix products: one backend of ``models.backends`` (PyTorch with bf16 autocast
+  where the CPU has native bf16; ONNX Runtime; OpenVINO, fp32/bf16/int8), chosen by
+  ``common.backend``; everything below is shared by all of them;
 - texts: sorted by length and batched with the padding columns trimmed to the longest text of
   the batch (padding is masked out, so the result is the same as at 52 tokens, for a fraction of
   the work: Chinese captions are mostly 10-30 tokens);
 - images: JPEG decode (at a reduced DCT scale when the file is much larger than the input) and
-  resize run in DataLoader worker processes, overlapped with the model's forward pass.
+  resize run in DataLoader worker processes, overlapped with the model's forward pass, at most
+  4 batches ahead (a bounded queue), while the towers use every core (``common.runtime``).
 """
 
 from __future__ import annotations
