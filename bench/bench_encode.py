@@ -199,7 +199,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths = make_photos(args.data or Path(tmp), args.images, seed=0)
             lm = create_model_and_transforms(args.model, device="cpu")
-            print(header(f"Decode / inference split, {args.model}") + "\n" + decode_split(lm, args, paths))
+            split = decode_split(lm, args, paths)  # the header's load average is the one at the end
+            print(header(f"Decode / inference split, {args.model}") + "\n" + split)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
