@@ -226,7 +226,7 @@ def main() -> None:
         for enc in encs.values():
             enc.encode_texts(captions[:8]), enc.encode_pil([Image.open(paths[0]).convert("RGB")] * 2)
 
-        out = [header(f"Encoding images and texts, {args.model}, every backend x precision")]
+        out = []
         text_queries = readme_texts(lm, captions[:64])
         if not args.skip_images:
             img_times, img_out = run_interleaved(image_methods, paths, args.chunks)
@@ -244,7 +244,10 @@ def main() -> None:
             "texts (text table), against the same retrieval over PyTorch fp32 embeddings. int8: NNCF "
             "post-training quantization calibrated on these images and captions."
         )
-        print("\n".join(out))
+        # the header last: its load average is the one at the end of the run
+        print(
+            "\n".join([header(f"Encoding images and texts, {args.model}, every backend x precision"), *out])
+        )
 
 
 if __name__ == "__main__":
