@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -45,10 +46,8 @@ class OpenVinoTowers:
     def __init__(
         self, folder: Path, *, model_id: str, threads: int, image_precision: str, text_precision: str
     ):
-        import openvino as ov
-
         meta = check_stamp(folder, model_id)
-        core = ov.Core()
+        core = _openvino_core()
         self.compiled = {}
         hints = {"image": image_precision, "text": text_precision}
         for tower in TOWERS:
@@ -82,6 +81,14 @@ class OpenVinoTowers:
 
     def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
         return self._run("text", tokens.numpy())
+
+
+@functools.cache
+def _openvino_core():
+    """One OpenVINO Core per process: each Core owns plugins and thread pools."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:
