@@ -7,6 +7,7 @@ import ctypes
 import os
 import sys
 
+from common.backend import BACKENDS, ENCODE_PRECISIONS
 from common.settings import Settings
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -19,13 +20,24 @@ def register(sub, *, common) -> None:
     common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="query encoding: torch|onnx|openvino (default $TUWEN_BACKEND, else auto)",
+    )
+    p.add_argument("--precision", choices=ENCODE_PRECISIONS, help="query encoding (default $TUWEN_PRECISION)")
     p.set_defaults(handler=_serve)
 
 
 def _serve(args) -> int:
     from common.settings import get_settings
 
-    serve(settings=get_settings(args.home), host=args.host, port=args.port)
+    settings = get_settings(args.home)
+    if args.backend:
+        settings.backend = args.backend
+    if args.precision:
+        settings.precision = args.precision
+    serve(settings=settings, host=args.host, port=args.port)
     return 0
 
 

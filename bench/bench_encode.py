@@ -30,7 +30,10 @@ from harness import header, median, table
 from photos import make_captions, make_photos
 from PIL import Image
 
+from common.backend import resolve_backend
+from common.errors import TuwenError
 from common.runtime import decode_workers
+from models.backends import sample_calibration
 from models.encoder import IMAGE_BATCH, Encoder
 from models.factory import LoadedModel, create_model_and_transforms
 from models.tokens import CONTEXT_LENGTH
@@ -88,21 +91,16 @@ def run_interleaved(
 
 
 def report(
-    kind: str,
-    n: int,
-    times: dict,
-    outputs: dict,
-    reference: str,
-    queries: np.ndarray,
+    kind: str, n: int, times: dict, outputs: dict, speed_ref: str, exact_ref: str, queries: np.ndarray
 ) -> str:
-    """One table: throughput, speed-up (median of per-round ratios) and equivalence to fp32."""
-    ref = outputs[reference]
+    """One table: throughput, speed-up over ``speed_ref`` (median of per-turn ratios) and equivalence
+    to ``exact_ref`` (PyTorch fp32 through the same pipeline): min cosine and top-5 overlap."""
+    ref = outputs[exact_ref]
+    top_ref = top_k(queries, ref, 5)
     rows = []
     for name, secs in times.items():
-        ratios = [b / s for b, s in zip(times[reference], secs, strict=True)]
+        ratios = [b / s for b, s in zip(times[speed_ref], secs, strict=True)]
         cos = np.sum(outputs[name] * ref, axis=1)
-        top_ref = top_k(queries, ref, 5)
-        top_new = top_k(queries, outputs[name], 5)
         rows.append(
             [
                 name,
@@ -111,11 +109,74 @@ def report(
                 f"{n / sum(secs):.1f}",
                 f"{median(ratios):.2f}x",
                 f"{cos.min():.5f}",
-                f"{overlap(top_ref, top_new):.3f}",
+                f"{overlap(top_ref, top_k(queries, outputs[name], 5)):.3f}",
             ]
         )
-    columns = [kind, "n", "s", f"{kind}/s", "speed-up", "min cos to fp32", "top-5 overlap"]
+    columns = [kind, "n", "s", f"{kind}/s", "speed-up", "min cos to torch fp32", "top-5 overlap"]
     return table(columns, rows)
+
+
+def encoders(lm: LoadedModel, args, paths: list[Path], captions: list[str]) -> dict[str, Encoder]:
+    """Every backend x precision this machine can run, ``[default]`` marking what auto picks."""
+    calibration = sample_calibration(image_paths=[str(p) for p in paths], texts=captions)
+    default = resolve_backend("auto", device_type="cpu")
+    out = {}
+    for spec in args.backends.split(","):
+        backend, precision = spec.split(":")
+        try:
+            enc = Encoder(
+                lm,
+                backend=backend,
+                precision=precision,
+                cache_dir=args.cache,
+                calibration=calibration,
+                threads=args.model_threads,
+                echo=print,
+            )
+        except TuwenError as exc:
+            print(f"skipped {spec}: {exc}")
+            continue
+        name = f"{enc.backend} {enc.precision}" + (
+            f"/{enc.text_precision}" if enc.text_precision != enc.precision else ""
+        )
+        out[name + (" [default]" if backend == default and precision == "auto" else "")] = enc
+    return out
+
+
+def decode_split(lm: LoadedModel, args, paths: list[Path]) -> str:
+    """Item 4: the default backend's end-to-end image rate for decode workers x model threads,
+    beside the tower alone on pixels decoded beforehand (the ceiling), methods in turns."""
+    backend = resolve_backend("auto", device_type="cpu")
+    pixels = torch.stack([lm.preprocess(Image.open(p).convert("RGB")) for p in paths])
+    index = {p: i for i, p in enumerate(paths)}
+    methods: dict[str, Callable[[list], np.ndarray]] = {}
+    for threads in (1, 2):
+        enc = Encoder(lm, backend=backend, precision="auto", cache_dir=args.cache, threads=threads)
+        enc.encode_texts(["热身"]), enc.encode_pil([Image.open(paths[0]).convert("RGB")] * 2)
+        methods[f"tower alone, {threads} threads (pixels decoded beforehand)"] = lambda chunk, enc=enc: (
+            np.concatenate(
+                [
+                    enc._encode_pixels(pixels[[index[p] for p in chunk[i : i + args.batch_size]]])
+                    for i in range(0, len(chunk), args.batch_size)
+                ]
+            )
+        )
+        for workers in (0, 1, 2):
+            methods[f"end to end, {workers} decode workers, {threads} threads"] = (
+                lambda chunk, enc=enc, w=workers: enc.encode_image_files(
+                    chunk, batch_size=args.batch_size, workers=w
+                )[0]
+            )
+    times, _ = run_interleaved(methods, paths, args.chunks)
+    rows = [[name, len(paths), f"{len(paths) / sum(secs):.1f}"] for name, secs in times.items()]
+    return f"decode / inference split, {backend} (auto precision), batch {args.batch_size}:\n\n" + table(
+        ["images", "n", "images/s"], rows
+    )
+
+
+DEFAULT_BACKENDS = (
+    "torch:fp32,torch:auto,onnx:fp32,onnx:int8,openvino:fp32,openvino:auto,openvino:bf16,openvino:int8"
+)
 
 
 def main() -> None:
@@ -124,63 +185,69 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--texts", type=int, default=96)
     ap.add_argument("--chunks", type=int, default=3, help="turns the methods take (ratios per turn)")
-    ap.add_argument("--batch-size", default="default", help="comma list of image batches for the fast rows")
-    ap.add_argument("--text-batch", type=int, default=None, help="text batch (default: the encoder's)")
-    ap.add_argument("--workers", default="auto", help="comma list of decode workers for the fast rows")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--batch-size", type=int, default=IMAGE_BATCH, help="image batch")
+    ap.add_argument("--workers", type=int, default=None, help="decode workers (default: the encoder's)")
+    ap.add_argument("--model-threads", type=int, default=None, help="ONNX Runtime / OpenVINO threads")
+    ap.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma list of BACKEND:PRECISION")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "tuwen-bench-converted")
     ap.add_argument("--data", type=Path, default=None, help="folder for the JPEGs (default: a temp dir)")
     ap.add_argument("--skip-texts", action="store_true")
+    ap.add_argument("--skip-images", action="store_true")
+    ap.add_argument("--split", action="store_true", help="only the decode workers x model threads table")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.split:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = make_photos(args.data or Path(tmp), args.images, seed=0)
+            lm = create_model_and_transforms(args.model, device="cpu")
+            split = decode_split(lm, args, paths)  # the header's load average is the one at the end
+            print(header(f"Decode / inference split, {args.model}") + "\n" + split)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_photos(args.data or Path(tmp), args.images, seed=0)
         captions = make_captions(args.texts, seed=0)
         lm = create_model_and_transforms(args.model, device="cpu")
-        fp32, auto = Encoder(lm, precision="fp32"), Encoder(lm, precision="auto")
-        batches = [IMAGE_BATCH if b == "default" else int(b) for b in args.batch_size.split(",")]
-        txt_kw = {} if args.text_batch is None else {"batch_size": args.text_batch}
-        workers = [decode_workers() if w == "auto" else int(w) for w in args.workers.split(",")]
-        readme = "README loop (fp32, batch 1)"
-
+        encs = encoders(lm, args, paths, captions)
+        readme = "README loop (torch fp32, batch 1)"
+        exact = next(name for name, enc in encs.items() if enc.backend == "torch" and enc.precision == "fp32")
         image_methods: dict[str, Callable[[list], np.ndarray]] = {
-            readme: lambda chunk: readme_images(lm, chunk),
-            f"ours fp32 (batch {batches[0]}, workers {workers[0]})": lambda chunk: fp32.encode_image_files(
-                chunk, batch_size=batches[0], workers=workers[0]
-            )[0],
+            readme: lambda chunk: readme_images(lm, chunk)
         }
-        for b in batches:
-            for w in workers:
-                name = f"ours {auto.precision} (batch {b}, workers {w})"
-                name += " [default]" if (b, w) == (IMAGE_BATCH, decode_workers()) else ""
-                image_methods[name] = lambda chunk, b=b, w=w: auto.encode_image_files(
-                    chunk, batch_size=b, workers=w
-                )[0]
         text_methods: dict[str, Callable[[list], np.ndarray]] = {
-            readme: lambda chunk: readme_texts(lm, chunk),
-            "ours fp32": lambda chunk: fp32.encode_texts(chunk, **txt_kw),
-            f"ours {auto.precision} [default]": lambda chunk: auto.encode_texts(chunk, **txt_kw),
+            readme: lambda chunk: readme_texts(lm, chunk)
         }
-        # Warm-up: first calls build oneDNN kernels for each precision; time none of that.
+        for name, enc in encs.items():
+            image_methods[name] = lambda chunk, enc=enc: enc.encode_image_files(
+                chunk, batch_size=args.batch_size, workers=args.workers
+            )[0]
+            text_methods[name] = lambda chunk, enc=enc: enc.encode_texts(chunk)
+        # Warm-up: first calls build kernels for each precision and shape; time none of that.
         readme_images(lm, paths[:1]), readme_texts(lm, captions[:1])
-        auto.encode_texts(captions[:8]), auto.encode_pil([Image.open(paths[0]).convert("RGB")])
+        for enc in encs.values():
+            enc.encode_texts(captions[:8]), enc.encode_pil([Image.open(paths[0]).convert("RGB")] * 2)
 
-        img_times, img_out = run_interleaved(image_methods, paths, args.chunks)
-        out = [header(f"Encoding images and texts, {args.model}")]
-        # Image table: texts (fp32 README embeddings) retrieve images; text table: the reverse.
+        out = []
         text_queries = readme_texts(lm, captions[:64])
-        out.append(report("images", len(paths), img_times, img_out, readme, text_queries))
+        if not args.skip_images:
+            img_times, img_out = run_interleaved(image_methods, paths, args.chunks)
+            # Image table: texts (fp32 embeddings) retrieve images; text table: images retrieve texts.
+            out.append(report("images", len(paths), img_times, img_out, readme, exact, text_queries))
         if not args.skip_texts:
             txt_times, txt_out = run_interleaved(text_methods, captions, args.chunks)
-            out += ["", report("texts", len(captions), txt_times, txt_out, readme, img_out[readme])]
+            image_queries = img_out[exact] if not args.skip_images else text_queries
+            out += ["", report("texts", len(captions), txt_times, txt_out, readme, exact, image_queries)]
         out.append(
             f"\nspeed-up: median over {args.chunks} turns of (README loop seconds / method seconds) on the "
-            "same chunk, methods taking turns; min cos: lowest cosine of a row to the README loop's "
-            "fp32 embedding; top-5 overlap: texts retrieving images (image table) and images "
-            "retrieving texts (text table), against the same retrieval over fp32 embeddings."
+            f"same chunk, methods taking turns; image batch {args.batch_size}, decode workers "
+            f"{decode_workers(args.workers)}; min cos: lowest cosine of a row to PyTorch fp32 through the "
+            "same pipeline; top-5 overlap: texts retrieving images (image table) and images retrieving "
+            "texts (text table), against the same retrieval over PyTorch fp32 embeddings. int8: NNCF "
+            "post-training quantization calibrated on these images and captions."
         )
-        print("\n".join(out))
+        # the header last: its load average is the one at the end of the run
+        print(
+            "\n".join([header(f"Encoding images and texts, {args.model}, every backend x precision"), *out])
+        )
 
 
 if __name__ == "__main__":

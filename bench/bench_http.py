@@ -4,13 +4,13 @@ An index generation with ``--images`` synthetic clustered 512-d image candidates
 directly (no encoding), its manifest naming ``random:ViT-B-16`` so the service loads a
 ViT-B-16-sized text tower; ``tuwen serve`` then runs in a subprocess and httpx clients query it.
 
-Cache misses use distinct query texts (each is encoded: tokenise, text tower, search);
-cache hits repeat texts already asked (LRU cache of text embeddings: search only). One client
-sends requests back to back; with ``--clients`` concurrent clients each does the same, and
-throughput is counted over the whole phase.
+Every request is a distinct text (a cache miss: tokenise, text tower, search). Several server
+configurations (``--configs``: backend, precision, query batching on or off; "today" is PyTorch
+without batching) run at once on the same index and take turns phase by phase; with N clients each
+sends requests back to back and throughput is counted over the phase. Peak RSS per server.
 
-    .venv/bin/python bench/bench_http.py                    # ~1-2 min
-    .venv/bin/python bench/bench_http.py --requests 200 --clients 8 --images 200000
+    .venv/bin/python bench/bench_http.py --converted /tmp/tuwen-bench-converted   # ~3-5 min
+    .venv/bin/python bench/bench_http.py --clients 1,8 --configs "today=torch:auto:0,new=auto:auto:32"
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from bench_search import make_data
 from harness import ROOT, header, table
 from photos import make_captions
 
+from common.backend import resolve_backend
 from indexer import index_files
 from indexer.faiss_factory import build_index, search_params
 
@@ -110,100 +111,232 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=50_000)
-    ap.add_argument("--requests", type=int, default=48, help="requests per phase")
-    ap.add_argument("--clients", type=int, default=8, help="concurrent clients of the concurrent phases")
-    args = ap.parse_args()
+DEFAULT_CONFIGS = "today=torch:auto:0,default=auto:auto:32,openvino int8=openvino:int8:32"
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        index_desc = write_generation(home / "index", args.images)
+
+def parse_configs(text: str) -> dict[str, dict[str, str]]:
+    """``NAME=BACKEND:PRECISION:BATCH_MAX`` items: the server environment of each configuration."""
+    out = {}
+    for item in text.split(","):
+        name, spec = item.split("=")
+        backend, precision, batch = spec.split(":")
+        out[name] = {
+            "TUWEN_BACKEND": backend,
+            "TUWEN_PRECISION": precision,
+            "TUWEN_QUERY_BATCH_MAX": str(max(int(batch), 1)),  # 1 = no batching (today)
+        }
+    return out
+
+
+def start_servers(
+    home: Path, configs: dict, converted: Path | None
+) -> dict[str, tuple[str, subprocess.Popen]]:
+    """One ``tuwen serve`` per configuration on the same index, each in its own home (shared index)."""
+    servers = {}
+    for i, (name, extra) in enumerate(configs.items()):
+        server_home = home.parent / f"home-{i}"
+        server_home.mkdir()
+        (server_home / "index").symlink_to(home / "index")
+        if converted is not None:
+            (server_home / "converted").symlink_to(converted)
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUWEN_HOME": str(home)}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUWEN_HOME": str(server_home), **extra}
         tuwen = Path(sys.executable).with_name("tuwen")
         proc = subprocess.Popen(
-            [str(tuwen), "serve", "--home", str(home), "--port", str(port)],
+            [str(tuwen), "serve", "--home", str(server_home), "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        servers[name] = (f"http://127.0.0.1:{port}", proc)
+    for base, proc in servers.values():
+        wait_ready(base, proc, timeout=900)
+    return servers
+
+
+def rss_mb(pid: int) -> str:
+    """Peak (VmHWM) / current (VmRSS) resident memory of a process, MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(line.split()[1]) / 1024
+    return f"{values.get('VmHWM', 0):.0f} / {values.get('VmRSS', 0):.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=50_000)
+    ap.add_argument("--requests", type=int, default=48, help="requests per phase")
+    ap.add_argument("--clients", default="1,8,16", help="comma list of concurrent clients")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="NAME=BACKEND:PRECISION:BATCH_MAX,...")
+    ap.add_argument("--converted", type=Path, default=None, help="converted towers to reuse (int8 needs one)")
+    args = ap.parse_args()
+    configs = parse_configs(args.configs)
+    clients_list = [int(c) for c in args.clients.split(",")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        index_desc = write_generation(home / "index", args.images)
+        servers = start_servers(home, configs, args.converted)
         try:
-            wait_ready(base, proc)
-            # distinct texts: a caption plus a number, so no two requests share a cache entry
-            unique = [f"{c}{i}" for i, c in enumerate(make_captions(6 * args.requests + 8, seed=1))]
-            warm, unique = unique[:8], unique[8:]
-            phase(base, warm, 1)  # first requests build the oneDNN kernels
-            rows = []
-            for clients in (1, args.clients):
-                misses, unique = unique[: args.requests], unique[args.requests :]
-                lat, rps = phase(base, misses, clients)
-                rows.append(["miss (encode + search)", clients, len(lat), *_stats(lat), f"{rps:.1f}"])
-                hits = [warm[i % len(warm)] for i in range(args.requests)]
-                lat, rps = phase(base, hits, clients)
-                rows.append(["hit (cached embedding)", clients, len(lat), *_stats(lat), f"{rps:.1f}"])
-            stats = httpx.get(f"{base}/api/stats", timeout=10).json()
+            rows, stats = run_phases(servers, args.requests, clients_list)
+            rss = {name: rss_mb(proc.pid) for name, (_b, proc) in servers.items()}
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        encoder_rows = in_process(unique[: args.requests])
-    print(header(f"HTTP GET /api/search/text, {MODEL} text tower, {args.images:,} images, top-10"))
+            for _base, proc in servers.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+    encoder_rows = in_process(make_captions(args.requests, seed=2), configs, args.converted)
+    print(
+        header(f"HTTP GET /api/search/text, {MODEL} text tower, {args.images:,} images, top-10, cache misses")
+    )
     print(
         table(
-            ["requests", "clients", "n", "p50 ms", "p95 ms", "p99 ms", "requests/s"],
-            [[r[0], r[1], r[2], *r[3:6], r[6]] for r in rows],
+            [
+                "server",
+                "clients",
+                "n",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "requests/s",
+                "p50 vs today",
+                "req/s vs today",
+            ],
+            rows,
         )
     )
     print()
     print(
         table(
-            ["in-process text encoding, 1 query", "n", "p50 ms", "p95 ms", "speed-up (median)"], encoder_rows
+            ["server", "backend", "precision (texts)", "RSS MB peak / end", "text cache"],
+            [
+                [
+                    name,
+                    resolve_backend(configs[name]["TUWEN_BACKEND"], device_type="cpu"),
+                    configs[name]["TUWEN_PRECISION"],
+                    rss[name],
+                    stats[name]["text_cache"],
+                ]
+                for name in configs
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            [
+                "in-process text encoding, 1 query",
+                "n",
+                "p50 ms",
+                "p95 ms",
+                "speed-up (median)",
+                "min cos to torch fp32",
+            ],
+            encoder_rows,
         )
     )
     print(
-        f"\nindex: {index_desc}; server: `tuwen serve` (uvicorn, one process) on 127.0.0.1, clients in "
-        f"this process (httpx, one connection per client); server's text cache: {stats.get('text_cache')}."
+        f"\nindex: {index_desc}; servers: one `tuwen serve` (uvicorn, one process) per configuration, all "
+        "on 127.0.0.1 and the same index, running at once and queried in turns (phase by phase, order "
+        "rotating); clients in this process (httpx, one connection per client); every request a distinct "
+        "text (a cache miss); configurations: "
+        + "; ".join(f"{n}: {describe_config(c)}" for n, c in configs.items())
+        + ". Peak RSS: VmHWM of the server process at the end."
     )
 
 
-def in_process(texts: list[str]) -> list[list[object]]:
-    """The text tower alone, one query at a time: cn_clip's README way (fp32, padded to 52 tokens)
-    and the service's (Encoder default: fp32 texts on CPU, padding trimmed), in turns."""
+def describe_config(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def run_phases(servers: dict, requests: int, clients_list: list[int]) -> tuple[list[list[object]], dict]:
+    """Miss phases for every server and client count, servers taking turns; rows with ratios to the first."""
+    names = list(servers)
+    unique = [
+        f"{c}{i}"
+        for i, c in enumerate(make_captions(requests * len(names) * (len(clients_list) + 1) + 8, seed=1))
+    ]
+    warm, unique = unique[:8], unique[8:]
+    for base, _proc in servers.values():
+        phase(base, warm, 1)  # first requests build kernels; all servers get the same warm-up texts
+    rows = []
+    for turn, clients in enumerate(clients_list):
+        results = {}
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            texts, unique = unique[:requests], unique[requests:]
+            results[name] = phase(servers[name][0], texts, clients)
+        base_lat, base_rps = results[names[0]]
+        for name in names:
+            lat, rps = results[name]
+            rows.append(
+                [
+                    name,
+                    clients,
+                    len(lat),
+                    *_stats(lat),
+                    f"{rps:.1f}",
+                    f"{pct(base_lat, 50) / pct(lat, 50):.2f}x",
+                    f"{rps / base_rps:.2f}x",
+                ]
+            )
+    stats = {name: httpx.get(f"{base}/api/stats", timeout=10).json() for name, (base, _p) in servers.items()}
+    return rows, stats
+
+
+def in_process(texts: list[str], configs: dict, converted: Path | None) -> list[list[object]]:
+    """The text tower alone, one query at a time, in turns: cn_clip's README way (fp32, padded to 52
+    tokens) and each configuration's encoder; min cosine of each to PyTorch fp32."""
+    import numpy as np
     import torch
     from cn_clip.clip import tokenize
 
+    from common.errors import TuwenError
+    from common.settings import Settings
     from models.encoder import Encoder
     from models.factory import create_model_and_transforms
     from models.tokens import CONTEXT_LENGTH
 
     loaded = create_model_and_transforms(MODEL, device="cpu")
-    encoder = Encoder(loaded)
-
-    def readme(text: str) -> None:
-        with torch.no_grad():
-            loaded.model.encode_text(tokenize([text], CONTEXT_LENGTH))
-
-    def ours(text: str) -> None:
-        encoder.encode_texts([text])
-
-    readme(texts[0]), ours(texts[0])
-    times: dict[str, list[float]] = {
-        "README (fp32, 52 tokens)": [],
-        f"service ({encoder.text_precision}, trimmed)": [],
+    reference = Encoder(loaded, precision="fp32", backend="torch").encode_texts(texts)
+    fns = {
+        "README (torch fp32, 52 tokens)": lambda t: loaded.model.encode_text(tokenize([t], CONTEXT_LENGTH))
     }
-    for text in texts:
-        for name, fn in zip(times, (readme, ours), strict=True):
-            start = time.perf_counter()
-            fn(text)
-            times[name].append((time.perf_counter() - start) * 1000)
-    base = times["README (fp32, 52 tokens)"]
+    encoders = {}
+    for name, env in configs.items():
+        try:
+            enc = Encoder(
+                loaded,
+                precision=env["TUWEN_PRECISION"],
+                backend=env["TUWEN_BACKEND"],
+                cache_dir=converted or Settings().converted_dir,
+            )
+        except TuwenError as exc:
+            print(f"in-process {name}: skipped ({exc})")
+            continue
+        key = f"{name}: {enc.backend} {enc.text_precision}"
+        encoders[key] = enc
+        fns[key] = lambda t, enc=enc: enc.encode_texts([t])
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn(texts[0])
+        for text in texts:
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(text)
+                times[name].append((time.perf_counter() - start) * 1000)
+    base = next(iter(times.values()))
     rows = []
     for name, lat in times.items():
         ratio = sorted(b / x for b, x in zip(base, lat, strict=True))[len(lat) // 2]
-        rows.append([name, len(lat), f"{pct(lat, 50):.1f}", f"{pct(lat, 95):.1f}", f"{ratio:.2f}x"])
+        cos = (
+            "1.00000 (reference: fp32)"
+            if name not in encoders
+            else f"{float(np.sum(encoders[name].encode_texts(texts) * reference, axis=1).min()):.5f}"
+        )
+        rows.append([name, len(lat), f"{pct(lat, 50):.1f}", f"{pct(lat, 95):.1f}", f"{ratio:.2f}x", cos])
     return rows
 
 

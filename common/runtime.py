@@ -53,3 +53,13 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def encode_threads(workers: int, requested: int | None = None) -> int:
+    """Threads for an ONNX Runtime / OpenVINO tower beside ``workers`` decoding processes.
+
+    Every core: with reduced-size JPEG decoding a decoder needs a small share of one core to keep
+    ahead of the model, and it sleeps once its bounded queue is full, so a core left to it would
+    mostly idle (``bench/bench_encode.py --model-threads``, bench/RESULTS.md).
+    """
+    return requested or available_cores()

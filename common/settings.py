@@ -21,7 +21,14 @@ class Settings(BaseSettings):
     # Query encoding in the service: "auto" = bf16 images / fp32 texts on CPUs with native bf16,
     # fp16 on CUDA. "bf16" also runs texts in bf16: ~2x faster single queries, cosine 0.9998 to fp32
     # but below the top-5 overlap bar in one bench run (bench/RESULTS.md).
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    # Inference backend for encoding (common.backend): auto = OpenVINO on x86 CPUs when installed,
+    # PyTorch on CUDA unless ONNX Runtime's CUDA provider is there. int8 precision needs onnx|openvino.
+    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    # Concurrent text queries that miss the cache share one tower call (app/core/encoding.py): the
+    # first waits up to this long for others, only while other queries are in flight.
+    query_batch_window_ms: float = 2.0
+    query_batch_max: int = 32
     max_upload_mb: float = 10.0
     max_query_chars: int = 1000
     api_key: str | None = None
@@ -51,6 +58,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.home_dir / "index"
+
+    @property
+    def converted_dir(self) -> Path:
+        """Exported / converted towers (ONNX, OpenVINO IR), one folder per model id and format."""
+        return self.home_dir / "converted"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from common.settings import Settings
 from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
-from indexer.encode.reader import competition_sets
+from indexer.encode.reader import EncodeSet, competition_sets
 from indexer.encode.runner import Runner, run_local
 from indexer.encode.writer import GenerationWriter
+from models.backends import Calibration, sample_calibration
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def index_corpus(
     settings: Settings,
     model: str,
     precision: str = "auto",
+    backend: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     workers: int | None = None,
     index_factory: str | None = None,
@@ -32,12 +34,19 @@ def index_corpus(
     echo: Callable[[str], None] | None = None,
     runner: Runner = run_local,
 ) -> Path:
-    """Encode the ingested corpus with ``model`` and publish it as the live index generation."""
+    """Encode the ingested corpus with ``model`` and publish it as the live index generation.
+
+    ``backend``: torch | onnx | openvino | auto (default: ``settings.backend``); int8 calibrates on a
+    sample of the candidates being indexed.
+    """
     say = echo or log.info
     sets = competition_sets(settings, say)
     mapper = EncodeMapper(
         model,
         precision=precision,
+        backend=backend or settings.backend,
+        cache_dir=settings.converted_dir,
+        calibration=int8_calibration(sets) if precision == "int8" else None,
         device=settings.device,
         weights_dir=settings.weights_dir,
         batch_size=batch_size,
@@ -50,3 +59,10 @@ def index_corpus(
         final = writer.publish(**mapper.model_fields())
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in writer.counts.items()))
     return final
+
+
+def int8_calibration(sets: list[EncodeSet]) -> Calibration:
+    """int8's calibration sample: the images and captions of the sets about to be encoded."""
+    images = [src for s in sets if s.kind == "image" for src in s.sources]
+    texts = [src for s in sets if s.kind == "text" for src in s.sources]
+    return sample_calibration(image_paths=images, texts=texts)

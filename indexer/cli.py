@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.backend import BACKENDS, ENCODE_PRECISIONS
 from common.console import say
-from common.precision import PRECISIONS
 
 
 def _settings(args):
@@ -43,6 +43,7 @@ def _index(args) -> int:
         settings=_settings(args),
         model=args.model,
         precision=args.precision,
+        backend=args.backend,
         batch_size=args.batch_size,
         workers=args.workers,
         index_factory=args.index_factory,
@@ -112,7 +113,10 @@ def register(sub, *, common) -> None:
         required=True,
         help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
     )
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=ENCODE_PRECISIONS)
+    p.add_argument(
+        "--backend", choices=BACKENDS, help="torch|onnx|openvino (default $TUWEN_BACKEND, else auto)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="image decode processes")
     p.add_argument(

@@ -3,30 +3,33 @@
 Where the time goes on a CPU, and what this file does about it (measured in
 ``bench/bench_encode.py``, numbers in ``bench/RESULTS.md``):
 
-- the towers' matrix products: bf16 autocast where the CPU has native bf16 (AVX-512 BF16 or
-  AMX), about 3x fp32 with embeddings at cosine > 0.999 to fp32; ``precision="fp32"`` opts out;
+- the towers' matrix products: one backend of ``models.backends`` (PyTorch with bf16 autocast
+  where the CPU has native bf16; ONNX Runtime; OpenVINO, fp32/bf16/int8), chosen by
+  ``common.backend``; everything below is shared by all of them;
 - texts: sorted by length and batched with the padding columns trimmed to the longest text of
   the batch (padding is masked out, so the result is the same as at 52 tokens, for a fraction of
   the work: Chinese captions are mostly 10-30 tokens);
 - images: JPEG decode (at a reduced DCT scale when the file is much larger than the input) and
-  resize run in DataLoader worker processes, overlapped with the model's forward pass.
+  resize run in DataLoader worker processes, overlapped with the model's forward pass, at most
+  4 batches ahead (a bounded queue), while the towers use every core (``common.runtime``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from cn_clip.clip.model import ModifiedResNet
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.precision import autocast, resolve_precision
 from common.runtime import decode_workers
-from models.factory import LoadedModel
+from common.settings import Settings
+from models.backends import Calibration, Towers, open_towers
+from models.factory import LoadedModel, create_model_and_transforms
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import token_lengths, tokenize_texts
 
@@ -52,38 +55,61 @@ class _ImageFiles(Dataset):
 
 
 class Encoder:
-    def __init__(self, loaded: LoadedModel, *, precision: str = "auto"):
+    """Batched, normalised embeddings; the towers underneath are one backend's (``models.backends``).
+
+    ``backend="torch"`` here (the model as loaded); ``open_encoder`` applies the settings' choice.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        precision: str = "auto",
+        backend: str | None = "torch",
+        cache_dir: Path | None = None,
+        calibration: Calibration | None = None,
+        threads: int | None = None,
+        echo: Callable[[str], None] | None = None,
+        release_torch: bool = False,
+    ):
         self.loaded = loaded
-        self.model = loaded.model.eval()
         self.device = loaded.device
-        self.precision = resolve_precision(precision, self.device)
-        # Texts stay fp32 under "auto" on CPU: trimming the padding already makes them >= 3x the
-        # README loop, and bf16 text embeddings missed the top-5 overlap bar (0.933 < 0.95 in one
-        # of three bench_encode runs) although their cosine to fp32 was 0.9998.
-        self.text_precision = "fp32" if precision == "auto" and self.device.type == "cpu" else self.precision
-        # Convolutions (the whole RN50 tower, a ViT's patch embedding) run faster in NHWC on oneDNN.
-        self._channels_last = isinstance(self.model.visual, ModifiedResNet)
-        if self._channels_last:
-            self.model.visual.to(memory_format=torch.channels_last)
+        self.towers: Towers = open_towers(
+            loaded,
+            backend=backend,
+            precision=precision,
+            cache_dir=cache_dir,
+            calibration=calibration,
+            threads=threads,
+            echo=echo,
+        )
+        self.backend = self.towers.backend
+        if release_torch and self.backend != "torch":
+            # The exported towers hold their own weights: drop this encoder's hold on the PyTorch
+            # copy (a ViT-B-16 is 750 MB in fp32) so a long-running service does not keep both.
+            self.loaded = dataclasses.replace(loaded, model=None)
+        self.precision = self.towers.image_precision
+        self.text_precision = self.towers.text_precision
 
     @property
     def model_id(self) -> str:
         return self.loaded.model_id
 
-    def _autocast(self, precision: str | None = None):
-        return autocast(precision or self.precision, self.device)
+    @property
+    def model(self):
+        return self.loaded.model
 
-    def _finish(self, features: torch.Tensor) -> np.ndarray:
-        features = features.float()
-        features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return features.cpu().numpy()
+    def describe(self) -> str:
+        """One line for logs: backend and precisions."""
+        return f"backend {self.backend}, precision {self.precision} (texts {self.text_precision})"
+
+    @staticmethod
+    def _finish(features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float32)
+        return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
     def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        pixels = pixels.to(self.device, non_blocking=True)
-        if self._channels_last:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            return self._finish(self.model.encode_image(pixels))
+        return self._finish(self.towers.encode_image(pixels))
 
     @torch.inference_mode()
     def encode_texts(
@@ -100,9 +126,7 @@ class Encoder:
         for start in tqdm(starts, desc="texts", unit="batch", disable=not progress):
             rows = order[start : start + batch_size]
             width = max(int(lengths[rows].max()), 1)
-            batch = tokens[rows, :width].to(self.device)
-            with self._autocast(self.text_precision):
-                out[rows.numpy()] = self._finish(self.model.encode_text(batch))
+            out[rows.numpy()] = self._finish(self.towers.encode_text(tokens[rows, :width].contiguous()))
         return out
 
     @torch.inference_mode()
@@ -147,3 +171,30 @@ class Encoder:
             if err:
                 out[i] = 0.0
         return out, errors
+
+
+def open_encoder(
+    *,
+    model: str,
+    settings: Settings,
+    backend: str | None = None,
+    precision: str | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Encoder:
+    """The one way commands get an encoder: ``model`` on ``backend`` at ``precision``.
+
+    ``None`` takes the settings' value (``TUWEN_BACKEND``, ``TUWEN_PRECISION``; both default to
+    auto, see ``common.backend``). Converted towers are cached in ``settings.converted_dir``.
+    """
+    loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
+    return Encoder(
+        loaded,
+        precision=precision or settings.precision,
+        backend=backend or settings.backend,
+        cache_dir=settings.converted_dir,
+        calibration=calibration,
+        threads=threads,
+        echo=echo,
+    )

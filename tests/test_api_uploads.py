@@ -117,7 +117,7 @@ def test_decompression_bomb_is_422(client, size):
     assert "too large" in r.json()["detail"]
 
 
-def test_over_size_upload_is_413_before_reading(small_limit_client):
+def test_over_size_upload_is_413_with_the_message(small_limit_client):
     r = upload(small_limit_client, b"\xff" * 300_000, name="big.jpg")
     assert r.status_code == 413
     assert "0.05 MB" in r.json()["detail"]
@@ -150,22 +150,41 @@ def test_over_size_chunked_upload_without_length_is_413(small_limit_client):
     assert "upload too large" in r.json()["detail"]
 
 
-def test_a_declared_over_size_body_is_never_read():
+def _guarded(max_upload_bytes: int, body_chunks: int, chunk: int):
+    """Run the guard on a declared-oversized body; (messages sent, body bytes read)."""
     sent: list[dict] = []
+    read = 0
 
     async def app(scope, receive, send):  # pragma: no cover - must not be reached
         raise AssertionError("the app was called")
 
     async def receive():
-        raise AssertionError("the body was read")
+        nonlocal read
+        read += chunk
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": read < body_chunks * chunk}
 
     async def send(message):
         sent.append(message)
 
-    guard = UploadLimitMiddleware(app, max_upload_bytes=1000)
-    scope = {"type": "http", "method": "POST", "path": SEARCH, "headers": [(b"content-length", b"10000000")]}
+    guard = UploadLimitMiddleware(app, max_upload_bytes=max_upload_bytes)
+    length = str(body_chunks * chunk).encode()
+    scope = {"type": "http", "method": "POST", "path": SEARCH, "headers": [(b"content-length", length)]}
     asyncio.run(guard(scope, receive, send))
+    return sent, read
+
+
+def test_a_declared_over_size_body_is_drained_not_passed_on():
+    sent, read = _guarded(1000, body_chunks=10, chunk=100_000)
     assert sent[0]["status"] == 413
+    assert read == 1_000_000  # read to its end, so the client can read the answer
+    assert (b"connection", b"close") not in sent[0]["headers"]
+
+
+def test_a_body_past_the_drain_bound_is_not_read_and_the_connection_closes():
+    sent, read = _guarded(1000, body_chunks=1000, chunk=100_000)  # 100 MB > the 64 MB bound
+    assert sent[0]["status"] == 413
+    assert read == 0
+    assert (b"connection", b"close") in sent[0]["headers"]
 
 
 # ---- accepted: awkward but valid images give the same results as the shared decoder ---------
@@ -199,3 +218,81 @@ def test_animated_gif_uses_its_first_frame(client):
     hits_a, hits_b = a.json()["results"], b.json()["results"]
     assert [h["image_id"] for h in hits_a] == [h["image_id"] for h in hits_b]
     assert [h["score"] for h in hits_a] == pytest.approx([h["score"] for h in hits_b])
+
+
+# ---- a 413 that clients which send the whole body before reading can read ---------------------
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(built_settings):
+    """A real uvicorn server on 127.0.0.1 (a free port) with the 0.05 MB upload limit."""
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(make_settings(built_settings.home, max_upload_mb=0.05)),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _multipart(data: bytes, boundary: str = "tuwenboundary") -> bytes:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("size", [300_000, 3_000_000, 40_000_000])
+def test_urllib_which_sends_the_whole_body_first_reads_the_413(small_limit_server, size):
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{small_limit_server}{SEARCH}",
+        data=_multipart(b"\xff" * size),
+        headers={"Content-Type": "multipart/form-data; boundary=tuwenboundary"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:  # not ConnectionResetError
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 413
+    assert "0.05 MB" in json.loads(caught.value.read())["detail"]
+
+
+def test_raw_socket_chunked_body_written_whole_then_read_gets_413(small_limit_server):
+    import socket
+
+    host, port = small_limit_server.removeprefix("http://").split(":")
+    body = _multipart(b"\xff" * 400_000)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 8192]), body[i : i + 8192]) for i in range(0, len(body), 8192)
+    )
+    head = (
+        f"POST {SEARCH} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: multipart/form-data; boundary=tuwenboundary\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + chunks + b"0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+            if b"upload too large" in reply:
+                break
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert b"upload too large" in reply

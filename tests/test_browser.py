@@ -170,6 +170,39 @@ def test_search_page_text_and_image_search(server, driver, corpus_records):
     assert driver.save_screenshot(str(ARTIFACTS / "search-page.png"))
 
 
+def test_a_search_is_a_shareable_url_and_the_status_names_the_model(
+    server, driver, corpus_records, built_settings
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    text_queries, _ = corpus_records
+    caption = text_queries[5].caption
+    driver.get(f"{server}/?{urllib.parse.urlencode({'q': caption, 'k': 5})}")  # opened from a link
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#text-results figure.result")) == 5)
+    api = get_json(f"{server}/api/search/text?{urllib.parse.urlencode({'q': caption, 'k': 5})}")[1]
+    shown = [
+        f.get_attribute("title") for f in driver.find_elements(By.CSS_SELECTOR, "#text-results figcaption")
+    ]
+    assert shown == [h["image_id"] for h in api["results"]]
+    assert driver.find_element(By.ID, "query").get_attribute("value") == caption
+
+    status = driver.find_element(By.ID, "status").text
+    stats = get_json(f"{server}/api/stats")[1]
+    assert stats["model"]["model_id"] in status and stats["model"]["spec"] in status
+    assert str(built_settings.home) not in status and "/" not in status.split("索引")[0]
+
+    box = driver.find_element(By.ID, "query")  # a typed search becomes the address to share
+    box.clear()
+    box.send_keys(text_queries[6].caption)
+    box.send_keys(Keys.ENTER)
+    wait_for(driver, lambda d: "q=" in d.current_url and text_queries[6].caption == _query_of(d.current_url))
+
+
+def _query_of(url: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlparse(url).query).get("q", [""])[0]
+
+
 def test_search_page_shows_the_reason_for_a_refused_upload(server, driver, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from common.precision import PRECISIONS
+from common.backend import BACKENDS, ENCODE_PRECISIONS
 
 # Defaults of ``tuwen train``; on --resume the run's config.json replaces them, flags still win.
 TRAIN_DEFAULTS = {
@@ -101,7 +101,10 @@ def _register_eval(sub, *, common) -> None:
     e.add_argument("--predictions-out", help="folder for cn_clip-format prediction and ground-truth jsonl")
     e.add_argument("--val-fraction", type=float, help="default: the run's config.json, else 0.1")
     e.add_argument("--seed", type=int, help="default: the run's config.json, else 0")
-    e.add_argument("--precision", default="auto", choices=PRECISIONS)
+    e.add_argument("--precision", default="auto", choices=ENCODE_PRECISIONS)
+    e.add_argument(
+        "--backend", choices=BACKENDS, help="torch|onnx|openvino (default $TUWEN_BACKEND, else auto)"
+    )
     e.add_argument("--workers", type=int)
     e.set_defaults(handler=_eval)
 
@@ -252,8 +255,11 @@ def _eval(args: argparse.Namespace) -> int:
     from common.settings import get_settings
     from training.evaluate import evaluate
 
+    settings = get_settings(args.home)
+    if args.backend:
+        settings.backend = args.backend
     result = evaluate(
-        settings=get_settings(args.home),
+        settings=settings,
         model=args.model,
         split=args.split,
         predictions_out=args.predictions_out,

@@ -42,7 +42,14 @@ class SplitFeatures:
 
 
 def encode_split(
-    loaded: LoadedModel, pairs: Sequence[Pair], *, precision: str, batch_size: int = 64, workers: int = 2
+    loaded: LoadedModel,
+    pairs: Sequence[Pair],
+    *,
+    precision: str,
+    batch_size: int = 64,
+    workers: int = 2,
+    backend: str = "torch",
+    cache_dir: Path | None = None,
 ) -> SplitFeatures:
     """Features of the split's captions and distinct images (the model is left in eval mode)."""
     first: dict[str, str] = {}
@@ -50,7 +57,7 @@ def encode_split(
         first.setdefault(p.image_id, p.path)
     image_ids = list(first)
     position = {image_id: i for i, image_id in enumerate(image_ids)}
-    encoder = Encoder(loaded, precision=precision)
+    encoder = Encoder(loaded, precision=precision, backend=backend, cache_dir=cache_dir)
     texts = encoder.encode_texts([p.caption for p in pairs], batch_size=batch_size)
     images, _errors = encoder.encode_image_files(list(first.values()), batch_size=batch_size, workers=workers)
     return SplitFeatures(list(pairs), image_ids, [position[p.image_id] for p in pairs], texts, images)
@@ -126,7 +133,15 @@ def evaluate(
         raise TuwenError(f"the {split!r} split is empty (val fraction {val_fraction}): nothing to evaluate")
     loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
     workers = decode_workers(workers)
-    features = encode_split(loaded, chosen, precision=precision, batch_size=batch_size, workers=workers)
+    features = encode_split(
+        loaded,
+        chosen,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        backend=settings.backend,
+        cache_dir=settings.converted_dir,
+    )
     result, rankings = score(features)
     if predictions_out is not None:
         write_predictions(Path(predictions_out), features, rankings)

@@ -24,12 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.cli import register as register_analysis
     from app.cli import register as register_service
     from indexer.cli import register as register_indexer
+    from indexer.export_model import register as register_export_model
     from training.cli import register as register_training
 
     parser = argparse.ArgumentParser(prog="tuwen", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (register_indexer, register_training, register_service, register_analysis):
+    for register in (
+        register_indexer,
+        register_export_model,
+        register_training,
+        register_service,
+        register_analysis,
+    ):
         register(sub, common=_common)
     demo = sub.add_parser("demo", help="generate the demo corpus, train, index, export and serve")
     _common(demo)

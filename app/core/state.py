@@ -138,6 +138,19 @@ class ServiceState:
             loaded = create_model_and_transforms(
                 spec, device=self.settings.device, weights_dir=self.settings.weights_dir
             )
-            queries = QueryEncoder(Encoder(loaded, precision=self.settings.precision))
+            encoder = Encoder(
+                loaded,
+                precision=self.settings.precision,
+                backend=self.settings.backend,
+                cache_dir=self.settings.converted_dir,
+                release_torch=True,
+            )
+            del loaded  # with an exported backend, the PyTorch weights are freed here
+            log.info("query encoder: model %s, %s", encoder.model_id, encoder.describe())
+            queries = QueryEncoder(
+                encoder,
+                batch_window_ms=self.settings.query_batch_window_ms,
+                batch_max=self.settings.query_batch_max,
+            )
         index.check_model(queries.model_id)
         return Generation(name=name, index=index, queries=queries, loaded_at=time.time())

@@ -1,8 +1,16 @@
-"""Uploads: a request-size guard that answers 413 before reading, and bounded reading of the file."""
+"""Uploads: a request-size guard that answers 413 without handing the body on, and bounded reading.
+
+A 413 sent while the client is still writing its body is lost for clients that write the whole
+body before reading (urllib, requests): the server closes a connection with unread data, the
+kernel answers with a reset, and the client reports "connection reset" instead of the message. So
+the rest of an oversized body is read and discarded first, up to ``DRAIN_BYTES`` and
+``DRAIN_SECONDS``; only a body past those bounds gets its 413 with the connection cut short.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 
 from fastapi import HTTPException, UploadFile
 from PIL import Image
@@ -12,6 +20,8 @@ from models.imageio import ImageDecodeError, open_image
 
 READ_CHUNK = 64 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
+DRAIN_BYTES = 64 * 1024 * 1024  # at least; 4x the cap when that is more (read at memory speed)
+DRAIN_SECONDS = 10.0  # a slow client does not hold the connection longer than this
 
 
 def too_large_detail(limit_bytes: int) -> str:
@@ -33,6 +43,7 @@ class UploadLimitMiddleware:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
         self.cap = max_upload_bytes + MULTIPART_SLACK
+        self.drain_bytes = max(DRAIN_BYTES, 4 * self.cap)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +51,8 @@ class UploadLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.cap:
-            await _send_413(send, self.max_upload_bytes)
+            drained = declared <= self.drain_bytes and await self._drain(receive, more=True)
+            await _send_413(send, self.max_upload_bytes, close=not drained)
             return
         seen = 0
 
@@ -50,10 +62,24 @@ class UploadLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.cap:
+                    await self._drain(receive, more=message.get("more_body", False), seen=seen)
                     raise BodyTooLarge(self.max_upload_bytes)
             return message
 
         await self.app(scope, counted, send)
+
+    async def _drain(self, receive: Receive, *, more: bool, seen: int = 0) -> bool:
+        """Read and discard the rest of the body within the bounds; True if all of it was read."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while more:
+            if seen > self.drain_bytes or time.monotonic() > deadline:
+                return False
+            message = await receive()
+            if message["type"] != "http.request":
+                return False  # the client went away
+            seen += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        return True
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -66,15 +92,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_413(send: Send, limit_bytes: int) -> None:
+async def _send_413(send: Send, limit_bytes: int, *, close: bool = False) -> None:
     body = json.dumps({"detail": too_large_detail(limit_bytes)}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the body was not read to its end: this connection cannot carry another request
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

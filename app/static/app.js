@@ -91,10 +91,17 @@ function renderCaptions(container, results) {
   }));
 }
 
-$("text-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const q = $("query").value.trim();
+// A search is a URL: /?q=…&k=… runs it on load, and each search updates the address bar
+// (history entries, so Back returns to the previous search).
+async function searchText(q, k, { push = true } = {}) {
   if (!q) return;
+  $("query").value = q;
+  if ([...$("text-k").options].some((o) => o.value === String(k))) $("text-k").value = String(k);
+  if (push) {
+    const url = new URL(window.location.href);
+    url.search = new URLSearchParams({ q, k: $("text-k").value }).toString();
+    if (url.href !== window.location.href) history.pushState({ q }, "", url);
+  }
   showError("");
   empty($("text-results"), "搜索中…");
   try {
@@ -105,7 +112,19 @@ $("text-form").addEventListener("submit", async (event) => {
     $("text-results").replaceChildren();
     showError(err.message);
   }
+}
+
+$("text-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  searchText($("query").value.trim(), $("text-k").value);
 });
+
+function searchFromAddress() {
+  const params = new URLSearchParams(window.location.search);
+  const q = (params.get("q") || "").trim();
+  if (q) searchText(q, params.get("k") || $("text-k").value, { push: false });
+}
+window.addEventListener("popstate", searchFromAddress);
 
 async function searchByImage(file) {
   if (!file) return;
@@ -148,6 +167,12 @@ drop.addEventListener("drop", (event) => {
   searchByImage(event.dataTransfer.files[0]);
 });
 
+// The model's name, never a server path: a checkpoint spec is a file path, so show its architecture.
+function modelName(model) {
+  const spec = model.spec || "";
+  return /[\\/]/.test(spec) || spec.endsWith(".pt") ? model.arch : spec;
+}
+
 async function loadStatus() {
   const status = $("status");
   try {
@@ -156,10 +181,11 @@ async function loadStatus() {
     const c = stats.index.counts;
     status.className = "status ok";
     status.textContent = `已就绪 · 候选图片 ${c.image_candidates || 0} 张，候选文本 ${c.text_candidates || 0} 条 · `
-      + `模型 ${stats.model.spec}（${stats.model.arch}）· 索引 ${stats.index.generation}`;
+      + `模型 ${modelName(stats.model)}（${stats.model.model_id}）· 索引 ${stats.index.generation}`;
   } catch (err) {
     status.className = "status bad";
     status.textContent = `服务未就绪：${err.message}`;
   }
 }
 loadStatus();
+searchFromAddress();

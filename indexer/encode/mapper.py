@@ -1,7 +1,8 @@
 """Mapper: the encoding step, built from a model spec and plain (picklable) arguments.
 
-``EncodeMapper(spec, precision=..., device=..., weights_dir=..., batch_size=..., workers=...)``
-loads the model once (``create_model_and_transforms`` + ``models.encoder.Encoder``). Its
+``EncodeMapper(spec, precision=..., backend=..., device=..., weights_dir=..., batch_size=...,
+workers=...)`` loads the model once (``create_model_and_transforms`` + ``models.encoder.Encoder`` on
+the backend of ``common.backend``; converted towers cached in ``cache_dir``). Its
 ``kwargs`` are exactly the arguments it was built from, so a distributed runner builds one per
 worker with ``EncodeMapper(**mapper.kwargs)`` and calls ``encode_sources`` on each batch of rows.
 """
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from common.runtime import decode_workers
+from common.runtime import decode_workers, encode_threads
 from indexer.encode.reader import EncodeSet, Kind
+from models.backends import Calibration
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
 
@@ -30,6 +32,9 @@ class EncodeMapper:
         spec: str,
         *,
         precision: str = "auto",
+        backend: str | None = "torch",
+        cache_dir: str | Path | None = None,
+        calibration: Calibration | None = None,
         device: str | None = None,
         weights_dir: str | Path | None = None,
         batch_size: int = DEFAULT_BATCH,
@@ -39,6 +44,9 @@ class EncodeMapper:
         self.kwargs: dict[str, Any] = {
             "spec": spec,
             "precision": precision,
+            "backend": backend,
+            "cache_dir": None if cache_dir is None else str(cache_dir),
+            "calibration": calibration,
             "device": None if device is None else str(device),
             "weights_dir": None if weights_dir is None else str(weights_dir),
             "batch_size": batch_size,
@@ -46,7 +54,14 @@ class EncodeMapper:
             "progress": progress,
         }
         loaded = create_model_and_transforms(spec, device=self.kwargs["device"], weights_dir=weights_dir)
-        self.encoder = Encoder(loaded, precision=precision)
+        self.encoder = Encoder(
+            loaded,
+            precision=precision,
+            backend=backend,
+            cache_dir=None if cache_dir is None else Path(cache_dir),
+            calibration=calibration,
+            threads=encode_threads(decode_workers(workers)),
+        )
         self.batch_size, self.workers, self.progress = batch_size, decode_workers(workers), progress
 
     def encode(self, s: EncodeSet) -> tuple[np.ndarray, list[str]]:
@@ -66,8 +81,7 @@ class EncodeMapper:
     def describe(self) -> str:
         e, loaded = self.encoder, self.encoder.loaded
         return (
-            f"model {loaded.spec} ({loaded.arch.name}, {loaded.model_id}) on {loaded.device}, "
-            f"precision {e.precision} (texts {e.text_precision})"
+            f"model {loaded.spec} ({loaded.arch.name}, {loaded.model_id}) on {loaded.device}, {e.describe()}"
         )
 
     def model_fields(self) -> dict[str, Any]:

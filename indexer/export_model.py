@@ -1,0 +1,103 @@
+"""``tuwen export-model``: both towers as ONNX or OpenVINO IR, and int8 calibration from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from common.backend import ENCODE_PRECISIONS
+from common.errors import TuwenError
+from common.settings import Settings
+from indexer import store
+from models.backends.export import FORMATS, Calibration, ensure_converted, export_towers, sample_calibration
+from models.factory import create_model_and_transforms
+
+
+def corpus_calibration(*, settings: Settings) -> Calibration:
+    """A sample of the ingested corpus (candidate and training images, candidate and training captions)."""
+    engine = store.make_engine(settings.store_url)
+    try:
+        with store.transaction(engine) as session:
+            images = [
+                r.path
+                for collection in (store.IMAGE_CANDIDATES, store.TRAIN_IMAGES)
+                for r in store.list_images(session, collection=collection)
+                if r.status == store.STATUS_OK and r.path
+            ]
+            texts = [
+                r.caption
+                for collection in (store.TEXT_CANDIDATES, store.TEXT_QUERIES)
+                for r in store.list_texts(session, collection=collection)
+            ]
+    finally:
+        engine.dispose()
+    if not images or not texts:
+        raise TuwenError(
+            f"int8 calibrates on the corpus's images and captions, and the store at {settings.store_url} "
+            "has none: run `tuwen ingest --root DIR` first"
+        )
+    return sample_calibration(image_paths=images, texts=texts)
+
+
+def export_model(
+    *,
+    settings: Settings,
+    model: str,
+    fmt: str,
+    precision: str = "fp32",
+    out: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """Export ``model``'s towers; into ``out``, or into (and reused from) ``$TUWEN_HOME/converted``."""
+    if fmt not in FORMATS:
+        raise TuwenError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if precision not in ("fp32", "int8"):
+        raise TuwenError(
+            f"--precision for an export is fp32 or int8 (bf16 is chosen at run time), not {precision}"
+        )
+    loaded = create_model_and_transforms(model, device="cpu", weights_dir=settings.weights_dir)
+    calibration = corpus_calibration(settings=settings) if precision == "int8" else None
+    if out is not None:
+        return export_towers(loaded, fmt=fmt, out=Path(out), precision=precision, calibration=calibration)
+    return ensure_converted(
+        loaded,
+        fmt=fmt,
+        precision=precision,
+        cache_dir=settings.converted_dir,
+        calibration=calibration,
+        echo=echo,
+    )
+
+
+def register(sub, *, common) -> None:
+    p = sub.add_parser(
+        "export-model",
+        help="export both towers to ONNX or OpenVINO IR (dynamic batch and text length, model id stamped)",
+    )
+    common(p)
+    p.add_argument("--model", required=True, help="ViT-B-16 | checkpoint path | tiny | random:ARCH")
+    p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=[p for p in ENCODE_PRECISIONS if p in ("fp32", "int8")],
+        help="int8: NNCF post-training quantization calibrated on the ingested corpus",
+    )
+    p.add_argument("--out", type=Path, help="folder to write (default: the cache in $TUWEN_HOME/converted)")
+    p.set_defaults(handler=_export_model)
+
+
+def _export_model(args) -> int:
+    from common.console import say
+    from common.settings import get_settings
+
+    path = export_model(
+        settings=get_settings(args.home),
+        model=args.model,
+        fmt=args.fmt,
+        precision=args.precision,
+        out=args.out,
+        echo=say,
+    )
+    say(f"{args.fmt} towers of {args.model} in {path}")
+    return 0

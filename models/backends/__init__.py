@@ -1,0 +1,82 @@
+"""Inference backends behind one small interface: a pair of towers that map a batch to features.
+
+``Encoder`` (``models/encoder.py``) keeps everything the backends share: image decoding and
+preprocessing, sorting texts by length and trimming their padding, batching, normalisation. A
+backend only runs ``encode_image(pixels (B, 3, R, R) float32)`` and ``encode_text(tokens (B, L)
+int64)`` and returns unnormalised ``(B, D)`` float32 features. The choice is ``common.backend``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from common.backend import resolve_backend, resolve_backend_precision
+from common.precision import cpu_supports_bf16
+from common.runtime import available_cores
+from common.settings import get_settings
+from models.backends.export import Calibration, ensure_converted, sample_calibration
+from models.factory import LoadedModel
+
+__all__ = ["Calibration", "Towers", "open_towers", "sample_calibration"]
+
+
+class Towers(Protocol):
+    backend: str
+    image_precision: str
+    text_precision: str
+
+    def encode_image(self, pixels: torch.Tensor) -> np.ndarray: ...
+
+    def encode_text(self, tokens: torch.Tensor) -> np.ndarray: ...
+
+
+def open_towers(
+    loaded: LoadedModel,
+    *,
+    backend: str | None = "auto",
+    precision: str | None = "auto",
+    cache_dir: Path | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Towers:
+    """The towers of ``loaded`` on ``backend`` at ``precision`` (converted and cached on first use).
+
+    ``threads``: the model's intra-op threads for ONNX Runtime / OpenVINO (default: every core;
+    PyTorch keeps its process-wide setting). ``calibration``: int8's sample of the corpus; without
+    one, int8 uses the newest int8 conversion of this model in the cache.
+    """
+    name = resolve_backend(backend, device_type=loaded.device.type)
+    if name == "torch":
+        from models.backends.torch_towers import TorchTowers
+
+        resolve_backend_precision("torch", precision, cpu_bf16=False)  # refuses int8
+        return TorchTowers(loaded, precision=precision or "auto")
+    from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
+
+    image_precision, text_precision = resolve_backend_precision(name, precision, cpu_bf16=cpu_supports_bf16())
+    folder = ensure_converted(
+        loaded,
+        fmt=name,
+        precision="int8" if image_precision == "int8" else "fp32",
+        cache_dir=cache_dir or get_settings().converted_dir,
+        calibration=calibration,
+        echo=echo,
+    )
+    threads = threads or available_cores()
+    if name == "onnx":
+        return OnnxTowers(
+            folder, model_id=loaded.model_id, threads=threads, cuda=loaded.device.type == "cuda"
+        )
+    return OpenVinoTowers(
+        folder,
+        model_id=loaded.model_id,
+        threads=threads,
+        image_precision=image_precision,
+        text_precision=text_precision,
+    )

@@ -1,0 +1,98 @@
+"""The exported towers run by ONNX Runtime or OpenVINO (files from ``models.backends.export``)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.backends.export import INPUTS, TOWERS, check_stamp
+
+
+class OnnxTowers:
+    backend = "onnx"
+
+    def __init__(self, folder: Path, *, model_id: str, threads: int, cuda: bool = False):
+        import onnxruntime as ort
+
+        meta = check_stamp(folder, model_id)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        self.sessions = {
+            t: ort.InferenceSession(str(Path(folder) / meta["files"][t]), options, providers=providers)
+            for t in TOWERS
+        }
+        for tower, session in self.sessions.items():
+            stamp = session.get_modelmeta().custom_metadata_map.get("tuwen.model_id")
+            check_stamp_value(stamp, model_id, Path(folder) / meta["files"][tower])
+        self.image_precision = self.text_precision = meta["precision"]
+
+    def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
+        return self.sessions["image"].run(None, {INPUTS["image"]: pixels.numpy()})[0]
+
+    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+        return self.sessions["text"].run(None, {INPUTS["text"]: tokens.numpy()})[0]
+
+
+class OpenVinoTowers:
+    backend = "openvino"
+
+    def __init__(
+        self, folder: Path, *, model_id: str, threads: int, image_precision: str, text_precision: str
+    ):
+        meta = check_stamp(folder, model_id)
+        core = _openvino_core()
+        self.compiled = {}
+        hints = {"image": image_precision, "text": text_precision}
+        for tower in TOWERS:
+            model = core.read_model(Path(folder) / meta["files"][tower])
+            stamp = (
+                model.get_rt_info(["tuwen", "model_id"]).astype(str)
+                if model.has_rt_info(["tuwen", "model_id"])
+                else None
+            )
+            check_stamp_value(stamp, model_id, Path(folder) / meta["files"][tower])
+            config = {
+                "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                # int8 models keep fp32 between their quantized layers; bf16 is a runtime hint.
+                "INFERENCE_PRECISION_HINT": "bf16" if hints[tower] == "bf16" else "f32",
+            }
+            self.compiled[tower] = core.compile_model(model, "CPU", config)
+        self.requests = {t: c.create_infer_request() for t, c in self.compiled.items()}
+        self.locks = {t: threading.Lock() for t in TOWERS}  # one request per tower: calls take turns
+        self.image_precision = "int8" if meta["precision"] == "int8" else image_precision
+        self.text_precision = "int8" if meta["precision"] == "int8" else text_precision
+
+    def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
+        with self.locks[tower]:
+            request = self.requests[tower]
+            request.infer({0: array})
+            return request.get_output_tensor(0).data.copy()
+
+    def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
+        return self._run("image", pixels.numpy())
+
+    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+        return self._run("text", tokens.numpy())
+
+
+@functools.cache
+def _openvino_core():
+    """One OpenVINO Core per process: each Core owns plugins and thread pools."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:
+    from common.errors import TuwenError
+
+    if stamp != model_id:
+        raise TuwenError(f"{path} was exported from model {stamp}, not {model_id}: export this model again")
