@@ -13,10 +13,9 @@ from pathlib import Path
 
 from common.settings import Settings
 from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
-from indexer.encode.reader import EncodeSet, competition_sets
+from indexer.encode.reader import competition_sets
 from indexer.encode.runner import Runner, run_local
 from indexer.encode.writer import GenerationWriter
-from models.backends import Calibration, sample_calibration
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,12 @@ def index_corpus(
     """
     say = echo or log.info
     sets = competition_sets(settings, say)
-    mapper = EncodeMapper(
-        model,
+    mapper = EncodeMapper.for_sets(
+        sets,
+        settings=settings,
+        model=model,
         precision=precision,
-        backend=backend or settings.backend,
-        cache_dir=settings.converted_dir,
-        calibration=int8_calibration(sets) if precision == "int8" else None,
-        device=settings.device,
-        weights_dir=settings.weights_dir,
+        backend=backend,
         batch_size=batch_size,
         workers=workers,
         progress=progress,
@@ -59,10 +56,3 @@ def index_corpus(
         final = writer.publish(**mapper.model_fields())
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in writer.counts.items()))
     return final
-
-
-def int8_calibration(sets: list[EncodeSet]) -> Calibration:
-    """int8's calibration sample: the images and captions of the sets about to be encoded."""
-    images = [src for s in sets if s.kind == "image" for src in s.sources]
-    texts = [src for s in sets if s.kind == "text" for src in s.sources]
-    return sample_calibration(image_paths=images, texts=texts)

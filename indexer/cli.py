@@ -74,8 +74,20 @@ def _db(args) -> int:
     return 0
 
 
-def add_ray_option(parser) -> None:
-    """``--ray ADDRESS``: encode on a Ray cluster (pass ``runner_for(args.ray)`` as the runner)."""
+def add_encode_options(parser) -> None:
+    """The options of every command that encodes (``index``, ``corpus encode``): model, precision,
+    backend, batch size, decode workers and ``--ray`` (pass ``runner_for(args.ray)`` as the runner)."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
+    )
+    parser.add_argument("--precision", default="auto", choices=ENCODE_PRECISIONS)
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="torch|onnx|openvino (default $TUWEN_BACKEND, else auto)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="image decode processes")
     parser.add_argument(
         "--ray",
         metavar="auto|ADDRESS",
@@ -108,21 +120,10 @@ def register(sub, *, common) -> None:
 
     p = sub.add_parser("index", help="encode candidates and queries into FAISS indexes")
     common(p)
-    p.add_argument(
-        "--model",
-        required=True,
-        help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
-    )
-    p.add_argument("--precision", default="auto", choices=ENCODE_PRECISIONS)
-    p.add_argument(
-        "--backend", choices=BACKENDS, help="torch|onnx|openvino (default $TUWEN_BACKEND, else auto)"
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="image decode processes")
+    add_encode_options(p)
     p.add_argument(
         "--index-factory", default=None, help="FAISS factory string (default: chosen by corpus size)"
     )
-    add_ray_option(p)
     p.set_defaults(handler=_index)
 
     p = sub.add_parser("export", help="write result1.csv and result2.csv")

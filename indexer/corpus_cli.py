@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from common.console import say
-from common.precision import PRECISIONS
+from indexer.cli import add_encode_options
 
 
 def _settings(args):
@@ -51,15 +51,19 @@ def _list(args) -> int:
 
 def _encode(args) -> int:
     from indexer.corpus_encode import encode_corpus
+    from indexer.encode.ray_runner import runner_for
 
+    runner = runner_for(args.ray)  # checks a --ray address before any work
     encode_corpus(
         settings=_settings(args),
         name=args.name,
         model=args.model,
         precision=args.precision,
+        backend=args.backend,
         batch_size=args.batch_size,
         workers=args.workers,
         echo=say,
+        runner=runner,
     )
     return 0
 
@@ -86,8 +90,5 @@ def register(sub, *, common) -> None:
     p = actions.add_parser("encode", help="embed every image and caption of a corpus with a model")
     common(p)
     p.add_argument("name")
-    p.add_argument("--model", required=True, help="a model spec, as for `tuwen index`")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="image decode processes")
+    add_encode_options(p)
     p.set_defaults(handler=_encode)

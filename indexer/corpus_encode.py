@@ -45,6 +45,7 @@ def encode_corpus(
     name: str,
     model: str,
     precision: str = "auto",
+    backend: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     workers: int | None = None,
     progress: bool = True,
@@ -57,11 +58,12 @@ def encode_corpus(
     sets = corpus_sets(items)
     if not sets:
         raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
-    mapper = EncodeMapper(
-        model,
+    mapper = EncodeMapper.for_sets(
+        sets,
+        settings=settings,
+        model=model,
         precision=precision,
-        device=settings.device,
-        weights_dir=settings.weights_dir,
+        backend=backend,
         batch_size=batch_size,
         workers=workers,
         progress=progress,

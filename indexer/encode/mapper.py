@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from common.runtime import decode_workers, encode_threads
+from common.settings import Settings
 from indexer.encode.reader import EncodeSet, Kind
-from models.backends import Calibration
+from models.backends import Calibration, sample_calibration
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
 
@@ -64,6 +65,34 @@ class EncodeMapper:
         )
         self.batch_size, self.workers, self.progress = batch_size, decode_workers(workers), progress
 
+    @classmethod
+    def for_sets(
+        cls,
+        sets: Sequence[EncodeSet],
+        *,
+        settings: Settings,
+        model: str,
+        precision: str = "auto",
+        backend: str | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> EncodeMapper:
+        """The mapper a command builds for ``sets``: the settings' device, weights folder, converted-
+        model cache and default backend; int8 calibrated on the images and captions of ``sets``."""
+        return cls(
+            model,
+            precision=precision,
+            backend=backend or settings.backend,
+            cache_dir=settings.converted_dir,
+            calibration=int8_calibration(sets) if precision == "int8" else None,
+            device=settings.device,
+            weights_dir=settings.weights_dir,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+
     def encode(self, s: EncodeSet) -> tuple[np.ndarray, list[str]]:
         """Vectors ``(len(s.rows), d)`` in row order, and per row an error ("" when fine)."""
         return self.encode_sources(s.kind, s.sources)
@@ -95,3 +124,10 @@ class EncodeMapper:
             "precision": e.precision,
             "text_precision": e.text_precision,
         }
+
+
+def int8_calibration(sets: Sequence[EncodeSet]) -> Calibration:
+    """int8's calibration sample: the images and captions of the sets about to be encoded."""
+    images = [src for s in sets if s.kind == "image" for src in s.sources]
+    texts = [src for s in sets if s.kind == "text" for src in s.sources]
+    return sample_calibration(image_paths=images, texts=texts)
