@@ -14,8 +14,7 @@ from pathlib import Path
 from common.settings import Settings
 from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
 from indexer.encode.reader import competition_sets
-from indexer.encode.runner import Runner, run_local
-from indexer.encode.writer import GenerationWriter
+from indexer.encode.runner import Runner, build_generation, run_local
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,8 @@ def index_corpus(
         workers=workers,
         progress=progress,
     )
-    say(mapper.describe())
-    with GenerationWriter(settings.index_dir, index_factory=index_factory) as writer:
-        runner(sets, mapper, writer, say)
-        final = writer.publish(**mapper.model_fields())
-    say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in writer.counts.items()))
+    final, counts = build_generation(
+        sets, mapper=mapper, root=settings.index_dir, runner=runner, say=say, index_factory=index_factory
+    )
+    say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return final

@@ -20,8 +20,7 @@ from indexer import store
 from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
 from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
 from indexer.encode.reader import EncodeRow, EncodeSet
-from indexer.encode.runner import Runner, run_local
-from indexer.encode.writer import GenerationWriter
+from indexer.encode.runner import Runner, build_generation, run_local
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,10 @@ def encode_corpus(
         workers=workers,
         progress=progress,
     )
-    say(mapper.describe())
-    with GenerationWriter(corpus_dir(settings, name)) as writer:
-        runner(sets, mapper, writer, say)
-        source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
-        final = writer.publish(**mapper.model_fields(), source=source)
-    counts = ", ".join(f"{k} {v}" for k, v in writer.counts.items())
+    source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
+    final, written = build_generation(
+        sets, mapper=mapper, root=corpus_dir(settings, name), runner=runner, say=say, source=source
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")
     return final

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -48,3 +49,23 @@ def run_local(
     for s in sets:
         vectors, errors = mapper.encode(s)
         write_encoded(s, vectors, errors, writer, say)
+
+
+def build_generation(
+    sets: Sequence[EncodeSet],
+    *,
+    mapper: EncodeMapper,
+    root: Path,
+    runner: Runner = run_local,
+    say: Say = log.info,
+    index_factory: str | None = None,
+    source: dict | None = None,
+) -> tuple[Path, dict[str, int]]:
+    """Encode ``sets`` with ``mapper`` through ``runner`` into a new generation under ``root`` and
+    make it live; returns its folder and the rows per set. What ``tuwen index`` and
+    ``tuwen corpus encode`` both do, with their own sets, root and ``source``."""
+    say(mapper.describe())
+    with GenerationWriter(root, index_factory=index_factory) as writer:
+        runner(sets, mapper, writer, say)
+        final = writer.publish(**mapper.model_fields(), source=source)
+    return final, dict(writer.counts)
