@@ -49,21 +49,21 @@ def run_demo(
     started = time.perf_counter()
     figures: dict = {}
     if not (data / "ground_truth.json").is_file():
-        say(f"[1/6] generating the demo corpus in {data}")
+        say(f"[1/7] generating the demo corpus in {data}")
         generate_demo_corpus(data)
     else:
-        say(f"[1/6] demo corpus already in {data}")
-    say("[2/6] ingest")
+        say(f"[1/7] demo corpus already in {data}")
+    say("[2/7] ingest")
     ingest(root=data, settings=settings, echo=say)
     model = "tiny"
     if train:
         from training.demo import train_demo_model
 
-        say("[3/6] fine-tuning tiny on the training pairs (附件1)")
+        say("[3/7] fine-tuning tiny on the training pairs (附件1)")
         model = str(train_demo_model(settings=settings, out=home / "runs" / "demo", epochs=train_epochs))
     else:
-        say("[3/6] training skipped: indexing with the untrained tiny model")
-    say(f"[4/6] index with {model}")
+        say("[3/7] training skipped: indexing with the untrained tiny model")
+    say(f"[4/7] index with {model}")
     index_corpus(settings=settings, model=model, echo=say)
     out = home / "results"
     paths = export_results(settings=settings, out=out, echo=say)
@@ -76,16 +76,16 @@ def run_demo(
         f"image→text {figures['i2t_R@5']:.1%} ({figures['seconds']} s so far)"
     )
     say("result files: " + ", ".join(str(p) for p in paths))
-    say(f"[5/6] the demo posts: corpus add, corpus encode with {model}, analyze clusters and alignment")
+    say(f"[5/7] the demo posts: corpus add, corpus encode with {model}, analyze clusters and alignment")
     figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
     for study, page in figures["reports"].items():
         say(f"report {study}: {page}")
-    say(f"[5/6] the demo series: corpus add, corpus encode with {model}, analyze trend and classify")
+    say(f"[6/7] the demo series: corpus add, corpus encode with {model}, analyze trend and classify")
     figures["supervised"] = supervised_demo(settings=settings, model=model, say=say)
     if serve:
         from app.cli import serve as serve_app
 
-        say(f"[6/6] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
+        say(f"[7/7] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
         serve_app(settings=settings, host=host, port=port)
     return figures
 
