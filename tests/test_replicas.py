@@ -36,6 +36,9 @@ def _start_replica(stack: ExitStack, *, home: Path, database_url: str, log: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
     env.update(TUWEN_HOME=str(home), TUWEN_DATABASE_URL=database_url, TUWEN_DEVICE="cpu", HF_HUB_OFFLINE="1")
     env.update(OMP_NUM_THREADS="1")  # two servers, the indexer and the clients share 2 cores
+    # PyTorch towers: with an exported backend each server converts the new model inside the swap,
+    # and queries wait for that conversion (over the clients' 30 s under load: issue 13's note).
+    env.update(TUWEN_BACKEND="torch")
     out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
     proc = subprocess.Popen([TUWEN, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
     stack.callback(_stop, proc)
