@@ -75,6 +75,7 @@ def _wait_ready(urls: list[str], logs: list[Path]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.flaky(reruns=1)  # timed out once in three fresh-clone runs (issue 13's note): one rerun
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_replicas_swap_on_their_own_without_failures_or_mixing(database_url, tmp_path, small_corpus):
     settings = build_home(tmp_path / "home", small_corpus[0], database_url=database_url)
