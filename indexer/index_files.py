@@ -3,7 +3,7 @@
 Layout under ``$TUWEN_HOME/index``::
 
     CURRENT                      name of the live generation (replaced with os.replace)
-    gen-<time>-<rand>/
+    gen-<time to the µs>-<rand>/
         manifest.json            ``indexer.manifest.Manifest``: model, sets, counts, index types
         <set>.npy, <set>.ids.json    vectors (float32, row i = id i) of each set; for the
                                      competition: image_candidates, text_candidates,
@@ -74,24 +74,40 @@ def publish_generation(index_dir: Path, tmp_dir: Path, manifest: Manifest | dict
     manifest = manifest.model_copy(update={"created_at": manifest.created_at or time.time()})
     manifest.write(tmp_dir)
     _fsync_tree(tmp_dir)
-    name = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    name = generation_name()
     final = index_dir / name
+    previous = current_generation_name(index_dir)
     os.replace(tmp_dir, final)
     pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
     pointer.write_text(name)
     with open(pointer, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(pointer, index_dir / CURRENT)
-    prune_generations(index_dir)
+    prune_generations(index_dir, keep={name, previous})
     return final
 
 
-def prune_generations(index_dir: Path) -> None:
-    """Drop old generations and leftovers of crashed builds, keeping the newest few."""
-    live = current_generation_name(index_dir)
+def generation_name(now: float | None = None) -> str:
+    """``gen-<local time to the microsecond>-<random>``: names sort in publishing order.
+
+    Why the microseconds: with whole seconds, two builds in the same second sorted by their
+    random suffix, and pruning could drop the one a server had just been serving.
+    """
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f"{now % 1:.6f}"[1:]
+    return f"gen-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def prune_generations(index_dir: Path, *, keep: set[str | None] | None = None) -> None:
+    """Drop old generations and leftovers of crashed builds, keeping the newest few.
+
+    Never dropped: the live generation and the names in ``keep`` (``publish_generation`` passes
+    the one it replaced, which a server may still be reading).
+    """
+    kept = {current_generation_name(index_dir), *(keep or ())}
     gens = sorted(p for p in index_dir.glob("gen-*") if p.is_dir())
     for old in gens[:-KEEP_GENERATIONS]:
-        if old.name != live:
+        if old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
     for stale in index_dir.glob(".tmp-*"):
         if time.time() - stale.stat().st_mtime > 3600:

@@ -149,6 +149,27 @@ def test_writer_failure_leaves_the_live_generation_and_no_leftover(tmp_path):
         writer.write_set("../x", ["c"], _unit(1), searchable=False)
 
 
+def test_generation_names_sort_in_publishing_order_within_one_second():
+    names = [index_files.generation_name(t) for t in (1_000_000.5, 1_000_000.75, 1_000_001.0)]
+    assert names == sorted(names) and len(set(names)) == 3
+
+
+def test_pruning_keeps_the_live_and_the_replaced_generation_when_the_clock_stands_still(
+    tmp_path, monkeypatch
+):
+    """Builds faster than the clock's tick (one frozen instant here) must never lose the
+    generation a server was serving a moment ago: it found a generation deleted under its reader."""
+    monkeypatch.setattr(index_files.time, "time", lambda: 1_000_000.0)
+    root, published = tmp_path / "index", []
+    for n in range(6):
+        with GenerationWriter(root) as writer:
+            writer.write_set("items", [f"i{n}"], _unit(1, seed=n), searchable=False)
+            published.append(writer.publish(**MODEL))
+        assert index_files.current_generation(root) == published[-1]
+        assert all(g.is_dir() and (g / MANIFEST_FILE).is_file() for g in published[-2:]), n
+        assert len(list(root.glob("gen-*"))) <= index_files.KEEP_GENERATIONS + 2  # + live, replaced
+
+
 def test_manifest_without_version_loads_as_version_1(tmp_path):
     root = tmp_path / "index"
     with GenerationWriter(root) as writer:

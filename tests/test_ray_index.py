@@ -115,8 +115,6 @@ def test_ray_build_matches_the_local_build(ray_local, ingested, tmp_path):
     _assert_same_generation(local, on_ray)
 
 
-# Failed once in three fresh-clone runs (cause not found yet): one rerun, and the closing note says so.
-@pytest.mark.flaky(reruns=1)
 def test_a_worker_killed_mid_run_is_replaced_and_the_build_completes(ray_local, ingested):
     local = _build(ingested)
     on_ray = _build(ingested, with_mapper(DyingMapper))
