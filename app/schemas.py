@@ -66,6 +66,7 @@ class Stats(BaseModel):
     index: IndexInfo | None
     text_cache: dict[str, int] | None
     reload_error: str | None = None
+    loading: bool = False  # a newly published generation is loading; the live one still serves
 
 
 class ReloadOut(BaseModel):

@@ -36,9 +36,6 @@ def _start_replica(stack: ExitStack, *, home: Path, database_url: str, log: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
     env.update(TUWEN_HOME=str(home), TUWEN_DATABASE_URL=database_url, TUWEN_DEVICE="cpu", HF_HUB_OFFLINE="1")
     env.update(OMP_NUM_THREADS="1")  # two servers, the indexer and the clients share 2 cores
-    # PyTorch towers: with an exported backend each server converts the new model inside the swap,
-    # and queries wait for that conversion (over the clients' 30 s under load: issue 13's note).
-    env.update(TUWEN_BACKEND="torch")
     out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
     proc = subprocess.Popen([TUWEN, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
     stack.callback(_stop, proc)
@@ -75,7 +72,6 @@ def _wait_ready(urls: list[str], logs: list[Path]) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.flaky(reruns=1)  # timed out once in three fresh-clone runs (issue 13's note): one rerun
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_replicas_swap_on_their_own_without_failures_or_mixing(database_url, tmp_path, small_corpus):
     settings = build_home(tmp_path / "home", small_corpus[0], database_url=database_url)

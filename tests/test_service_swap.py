@@ -76,7 +76,10 @@ def test_hot_swap_to_a_new_generation_with_another_model(tmp_path, small_corpus)
         checkpoint = other_tiny_checkpoint(tmp_path / "other-tiny.pt")
         index_corpus(settings=settings, model=str(checkpoint), workers=0, progress=False)
 
-        new_gen, new_ids = text_ids(c)  # the very next request sees the new generation
+        first_gen, _ = text_ids(c)  # notices the publish, starts the load, is answered at once
+        assert first_gen == old_gen
+        c.app.state.service.wait_loaded(timeout=120)
+        new_gen, new_ids = text_ids(c)
         assert new_gen != old_gen
         assert new_gen == current_generation(settings.index_dir).name
         stats = c.get("/api/stats").json()
@@ -96,6 +99,7 @@ def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path,
         pointer.write_text("gen-does-not-exist")
         gen, ids = text_ids(c)
         assert gen == live and ids
+        c.app.state.service.wait_loaded(timeout=60)
         assert "gen-does-not-exist" in c.get("/api/stats").json()["reload_error"]
         forced = c.post("/api/admin/reload", headers={"Authorization": "Bearer k"})
         assert forced.status_code == 409
@@ -103,7 +107,9 @@ def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path,
 
         pointer.write_text(live)
         assert text_ids(c)[0] == live
-        assert c.get("/api/stats").json()["reload_error"] is None
+        c.app.state.service.wait_loaded(timeout=60)
+        stats = c.get("/api/stats").json()
+        assert stats["reload_error"] is None and stats["loading"] is False
 
 
 def _tuwen_index(home, model: str, *, database_url: str | None = None) -> None:

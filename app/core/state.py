@@ -3,10 +3,12 @@
 A request captures one ``Generation`` at its start and uses only that object, so it never mixes
 ids or vectors of two generations. ``tuwen index`` publishes a new generation by replacing
 ``$TUWEN_HOME/index/CURRENT``; every request stats that file (a few microseconds) and, when it
-changed, the first request to notice loads the new generation (and its model when the model
-differs) while the others wait for that same load, then the reference is swapped in one
-assignment. A generation that fails to load is logged and reported in /api/stats; the previous
-one keeps serving.
+changed, the first request to notice starts loading the new generation (and its model when the
+model differs) on a background thread. Requests keep using the live generation until the new one
+is loaded, then the reference is swapped in one assignment. Why not load inside the request: a new
+model (and, with an exported backend, its conversion) takes seconds to minutes, and every query
+would wait for it. Only a server with nothing live yet waits for the load. A generation that fails
+to load is logged and reported in /api/stats; the previous one keeps serving.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class ServiceState:
         self.generation: Generation | None = None
         self.last_error: str | None = None  # why the newest CURRENT could not be loaded
         self._signature: tuple | None = None  # of the CURRENT file we last acted on
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one load at a time
+        self._loader: threading.Thread | None = None  # the background load, while it runs
+        self._loader_guard = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
@@ -91,10 +95,37 @@ class ServiceState:
         return self._pointer_signature() != self._signature
 
     async def current(self) -> Generation | None:
-        """The generation a request should use, after loading a newly published one if any."""
-        if self.pointer_changed():
+        """The generation a request should use: the live one, while a newly published one loads.
+
+        With nothing live yet, the request waits for the load (there is nothing else to serve).
+        """
+        live = self.generation
+        if not self.pointer_changed():
+            return live
+        if live is None:
             await anyio.to_thread.run_sync(self.refresh)
-        return self.generation
+            return self.generation
+        self._refresh_in_background()
+        return live
+
+    @property
+    def loading(self) -> bool:
+        """A newly published generation is being loaded in the background."""
+        loader = self._loader
+        return loader is not None and loader.is_alive()
+
+    def _refresh_in_background(self) -> None:
+        with self._loader_guard:
+            if self.loading:
+                return  # one loader; a publish during its load is seen by the next request
+            self._loader = threading.Thread(target=self.refresh, name="tuwen-generation-loader", daemon=True)
+            self._loader.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        """Block until a background load (if any) has finished: for tests and shutdown."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Load the generation CURRENT names if it is not the live one (blocking); True if swapped.

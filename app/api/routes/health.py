@@ -45,7 +45,13 @@ def stats(generation: MaybeGenerationDep, state: StateDep, session: SessionDep) 
     counts = store.counts(session)
     if generation is None:
         return Stats(
-            ready=False, store=counts, model=None, index=None, text_cache=None, reload_error=state.last_error
+            ready=False,
+            store=counts,
+            model=None,
+            index=None,
+            text_cache=None,
+            reload_error=state.last_error,
+            loading=state.loading,
         )
     manifest, encoder = generation.manifest, generation.queries.encoder
     model = ModelInfo(
@@ -69,4 +75,5 @@ def stats(generation: MaybeGenerationDep, state: StateDep, session: SessionDep) 
         index=index,
         text_cache=generation.queries.cache_info(),
         reload_error=state.last_error,
+        loading=state.loading,
     )
