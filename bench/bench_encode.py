@@ -156,7 +156,7 @@ def decode_split(lm: LoadedModel, args, paths: list[Path]) -> str:
         methods[f"tower alone, {threads} threads (pixels decoded beforehand)"] = lambda chunk, enc=enc: (
             np.concatenate(
                 [
-                    enc._encode_pixels(pixels[[index[p] for p in chunk[i : i + args.batch_size]]])
+                    enc.encode_pixels(pixels[[index[p] for p in chunk[i : i + args.batch_size]]])
                     for i in range(0, len(chunk), args.batch_size)
                 ]
             )

@@ -37,8 +37,12 @@ TEXT_BATCH = 64
 IMAGE_BATCH = 16  # on CPU larger batches are no faster per image, and the first batch waits longer
 
 
-class _ImageFiles(Dataset):
-    """Decodes and transforms in DataLoader workers; a bad file yields a zero tensor and its error."""
+class ImageFiles(Dataset):
+    """Image files to model pixels, one per item: reduced-size JPEG decoding, then ``preprocess``.
+
+    Runs in DataLoader workers (here) or Ray tasks (``indexer.encode.ray_runner``); a bad file
+    yields a zero tensor and its error instead of raising, so one file never stops a batch.
+    """
 
     def __init__(self, paths: Sequence[str | Path], preprocess, resolution: int):
         self.paths, self.preprocess, self.resolution = list(paths), preprocess, resolution
@@ -108,7 +112,9 @@ class Encoder:
         features = np.asarray(features, dtype=np.float32)
         return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
-    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """L2-normalised embeddings of preprocessed pixels (N, 3, R, R): the image tower alone."""
         return self._finish(self.towers.encode_image(pixels))
 
     @torch.inference_mode()
@@ -132,7 +138,7 @@ class Encoder:
     @torch.inference_mode()
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = torch.stack([self.loaded.preprocess(img) for img in images])
-        return self._encode_pixels(batch)
+        return self.encode_pixels(batch)
 
     @torch.inference_mode()
     def encode_image_files(
@@ -149,7 +155,7 @@ class Encoder:
         ``workers=0`` decodes in this process (no overlap); ``None`` picks from the core count.
         """
         workers = decode_workers(workers)
-        dataset = _ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
+        dataset = ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -163,7 +169,7 @@ class Encoder:
         start = 0
         with tqdm(total=len(dataset), desc="images", unit="img", disable=not progress) as bar:
             for pixels, batch_errors in loader:
-                out[start : start + len(pixels)] = self._encode_pixels(pixels)
+                out[start : start + len(pixels)] = self.encode_pixels(pixels)
                 errors.extend(batch_errors)
                 start += len(pixels)
                 bar.update(len(pixels))

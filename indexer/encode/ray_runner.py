@@ -215,9 +215,9 @@ def encode_sets(
 
 def decode_images(batch: dict[str, np.ndarray], *, preprocess, resolution: int) -> dict[str, np.ndarray]:
     """CPU task: decode and preprocess image files exactly as the local encoder's loader does."""
-    from models.encoder import _ImageFiles  # the local path's per-file step, reused as is
+    from models.encoder import ImageFiles  # the local path's per-file step, reused as is
 
-    files = _ImageFiles(list(batch["source"]), preprocess, resolution)
+    files = ImageFiles(list(batch["source"]), preprocess, resolution)
     decoded = [files[i] for i in range(len(files))]
     return {
         "set": batch["set"],
@@ -239,7 +239,7 @@ class EncodeActor:
 
             errors = np.asarray(batch["error"], dtype=object)
             with torch.inference_mode():
-                vectors = self.mapper.encoder._encode_pixels(torch.from_numpy(batch["pixels"]))
+                vectors = self.mapper.encoder.encode_pixels(torch.from_numpy(batch["pixels"]))
             vectors[errors != ""] = 0.0  # as the local encoder leaves a failed file
         else:
             vectors, error_list = self.mapper.encode_sources("text", list(batch["source"]))
