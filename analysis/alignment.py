@@ -263,15 +263,11 @@ def add_parser(studies, *, common) -> None:
 
 
 def _command(args) -> int:
-    from analysis.cli import finished
-    from analysis.load import load_corpus_data, report_dir
-    from common.settings import get_settings
+    from analysis.cli import finished, study_inputs
 
     if args.n < 2 or args.gallery < 2:
         check_n(
             min(args.n, args.gallery), pairs=1 << 62, name="", option="--n" if args.n < 2 else "--gallery"
         )
-    settings = get_settings(args.home)
-    data = load_corpus_data(settings=settings, name=args.name)
-    out = report_dir(settings=settings, study="alignment", name=args.name, out=args.out)
+    out, data = study_inputs(args, "alignment")
     return finished(run_alignment(data, out=out, n=args.n, gallery=args.gallery, seed=args.seed))

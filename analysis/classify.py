@@ -528,13 +528,9 @@ def add_parser(studies, *, common) -> argparse.ArgumentParser:
 
 
 def _command(args) -> int:
-    from analysis import load
-    from analysis.report import markdown_table
-    from common.settings import get_settings
+    from analysis.cli import finished, study_inputs
 
-    settings = get_settings(args.home)
-    out = load.report_dir(settings=settings, study=f"classify-{args.label}", name=args.name, out=args.out)
-    data = load.load_corpus_data(settings=settings, name=args.name)
+    out, data = study_inputs(args, f"classify-{args.label}")
     result = run_classify(
         data=data,
         label=args.label,
@@ -544,6 +540,4 @@ def _command(args) -> int:
         fusion=args.fusion,
         seed=args.seed,
     )
-    print(markdown_table(result["table"]) + "\n" + "\n".join(result["verdict"]))
-    _say(f"report written: {result['report']}")
-    return 0
+    return finished(result["report"], table=result["table"], verdict="\n".join(result["verdict"]))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analysis.data import CorpusData
 
 
 def study_parser(studies, study: str, *, help: str, common, handler: Callable) -> argparse.ArgumentParser:
@@ -26,10 +30,24 @@ def study_parser(studies, study: str, *, help: str, common, handler: Callable) -
     return p
 
 
-def finished(report_json: Path) -> int:
-    """Tell a person where the report is (stdout: the page to open)."""
+def study_inputs(args: argparse.Namespace, study: str) -> tuple[Path, CorpusData]:
+    """A study command's report folder and corpus data (from --home, NAME and --out)."""
+    from analysis.load import load_corpus_data, report_dir
+    from common.settings import get_settings
+
+    settings = get_settings(args.home)
+    data = load_corpus_data(settings=settings, name=args.name)
+    return report_dir(settings=settings, study=study, name=args.name, out=args.out), data
+
+
+def finished(report_json: Path, *, table: list[dict] | None = None, verdict: str = "") -> int:
+    """Print the study's table and verdict (if any), then tell a person where the report is
+    (stdout: the page to open)."""
+    from analysis.report import markdown_table
     from common.console import say
 
+    if table is not None:
+        print(markdown_table(table) + "\n" + verdict)
     say(f"report written: {report_json}")
     print(report_json.parent / "index.html")
     return 0

@@ -400,10 +400,8 @@ def add_parser(studies, *, common) -> None:
 
 
 def _command(args) -> int:
-    from analysis.cli import finished
+    from analysis.cli import finished, study_inputs
     from analysis.clusters_report import run_clusters
-    from analysis.load import load_corpus_data, report_dir
-    from common.settings import get_settings
 
     options = ClusterOptions(
         modality=args.modality,
@@ -419,7 +417,5 @@ def _command(args) -> int:
     parse_k(options.k, n=1 << 62)  # a malformed --k fails before the corpus is read
     if args.exemplars < 1:
         raise TuwenError(f"--exemplars must be at least 1 (got {args.exemplars})")
-    settings = get_settings(args.home)
-    data = load_corpus_data(settings=settings, name=args.name)
-    out = report_dir(settings=settings, study="clusters", name=args.name, out=args.out)
+    out, data = study_inputs(args, "clusters")
     return finished(run_clusters(data, out=out, options=options, exemplars=args.exemplars))
