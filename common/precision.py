@@ -29,6 +29,17 @@ def cpu_supports_bf16() -> bool:
     return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
 
 
+def cpu_supports_vnni() -> bool:
+    """The CPU has int8 dot-product instructions (AVX-VNNI / AVX-512 VNNI, or AMX).
+
+    Without them int8 inference is emulated and runs slower than fp32 (bench/RESULTS.md, Backends).
+    """
+    import torch
+
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` (or its alias) made concrete for ``device``: one of fp32, bf16, fp16."""
     import torch

@@ -10,6 +10,7 @@ from PIL import Image
 
 from common.backend import installed, resolve_backend, resolve_backend_precision
 from common.errors import TuwenError
+from common.precision import cpu_supports_vnni
 from models.backends import Calibration
 from models.backends.export import check_stamp, converted_path, ensure_converted, export_towers
 from models.encoder import Encoder
@@ -120,8 +121,11 @@ def test_int8_openvino_calibrates_on_the_corpus_and_stays_close(tiny, cache, pho
     ops = {op.get_type_name() for op in ov.Core().read_model(folder / "text.xml").get_ops()}
     assert "FakeQuantize" in ops  # really quantized, not an fp32 copy
     # without a calibration set (the service), the cached int8 conversion of this model is used
-    again = Encoder(tiny, precision="int8", backend="openvino", cache_dir=cache)
+    said: list[str] = []
+    again = Encoder(tiny, precision="int8", backend="openvino", cache_dir=cache, echo=said.append)
     np.testing.assert_allclose(again.encode_texts(CAPTIONS), texts, atol=1e-5)
+    # int8 is emulated without VNNI/AMX (slower than fp32 on such CPUs): the user is told so
+    assert any("no int8 dot-product" in line for line in said) == (not cpu_supports_vnni())
 
 
 def test_int8_without_any_conversion_says_what_to_run(tiny, tmp_path):

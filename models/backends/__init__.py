@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from common.backend import resolve_backend, resolve_backend_precision
-from common.precision import cpu_supports_bf16
+from common.console import say
+from common.precision import cpu_supports_bf16, cpu_supports_vnni
 from common.runtime import available_cores
 from common.settings import get_settings
 from models.backends.export import Calibration, ensure_converted, sample_calibration
@@ -60,6 +61,11 @@ def open_towers(
     from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
 
     image_precision, text_precision = resolve_backend_precision(name, precision, cpu_bf16=cpu_supports_bf16())
+    if image_precision == "int8" and loaded.device.type == "cpu" and not cpu_supports_vnni():
+        (echo or say)(
+            "note: this CPU has no int8 dot-product instructions (VNNI/AMX): int8 is emulated here and "
+            "may be slower than fp32"
+        )
     folder = ensure_converted(
         loaded,
         fmt=name,
