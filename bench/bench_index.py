@@ -35,6 +35,8 @@ from bench_encode import overlap, readme_images, readme_texts, top_k
 from harness import header, median, table
 from photos import make_captions, make_photos
 
+from indexer import index_files
+
 TUWEN = str(Path(sys.executable).parent / "tuwen")
 DEFAULT_CONFIGS = "auto:auto,torch:fp32,openvino:int8"
 
@@ -71,10 +73,10 @@ def readme_loop(root: Path, model: str, out: Path) -> None:
     images = [root / "附件2" / "ImageData" / r[0] for r in _rows(root / "附件2" / "image_data.csv")]
     vectors = readme_images(lm, images)
     readme_images(lm, [root / "附件3" / "ImageData" / "query.jpg"])
-    texts = [r[1] for r in _rows(root / "附件2" / "word_test.csv")]
-    readme_texts(lm, texts), readme_texts(lm, [r[1] for r in _rows(root / "附件3" / "word_data.csv")])
+    text_vectors = readme_texts(lm, [r[1] for r in _rows(root / "附件2" / "word_test.csv")])
+    readme_texts(lm, [r[1] for r in _rows(root / "附件3" / "word_data.csv")])
     np.save(out, vectors)
-    np.save(out.with_suffix(".texts.npy"), readme_texts(lm, texts))
+    np.save(out.with_suffix(".texts.npy"), text_vectors)
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -92,9 +94,7 @@ def _run(cmd: list[str], env: dict) -> float:
 
 
 def _generation_vectors(home: Path) -> np.ndarray:
-    index = home / "index"
-    gen = index / (index / "CURRENT").read_text().strip()
-    return np.load(gen / "image_candidates.npy")
+    return np.load(index_files.current_generation(home / "index") / "image_candidates.npy")
 
 
 def main() -> None:
