@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from processes import free_port
 
 from indexer.build import index_corpus
 from indexer.encode.mapper import EncodeMapper
@@ -132,9 +133,7 @@ def test_a_failed_run_leaves_the_live_generation_and_no_leftover(ray_local, inge
 
 
 def test_an_unreachable_ray_address_is_one_clear_line(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     for address, message in [(f"127.0.0.1:{port}", "cannot reach 127.0.0.1"), ("nonsense", "expected auto")]:
         done = subprocess.run(
             [TUWEN, "index", "--home", str(tmp_path), "--model", "tiny", "--ray", address],
@@ -144,12 +143,6 @@ def test_an_unreachable_ray_address_is_one_clear_line(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 90) -> None:
@@ -167,7 +160,7 @@ def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 90) -> No
 def test_tuwen_index_on_a_cluster_started_by_ray_start(ingested):
     """The command line end to end: `ray start --head` (its workers get no PYTHONPATH: tuwen's code
     reaches them as py_modules from the driver), then `tuwen index --ray 127.0.0.1:PORT`."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUWEN_")) and k != "PYTHONPATH"}
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",

@@ -5,7 +5,6 @@ answer is what exactly one generation gives (the checking helpers are test_servi
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import free_port, stop_process
 from test_service_fixtures import build_home, encoder_for, other_tiny_checkpoint, read
 from test_service_swap import QUERY, TUWEN, K, _expected, _tuwen_index
 
@@ -24,31 +24,16 @@ SWAP_TIMEOUT_S = 60
 REPLICAS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_replica(stack: ExitStack, *, home: Path, database_url: str, log: Path) -> str:
     """``tuwen serve`` on a free port of 127.0.0.1 as its own process; its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
     env.update(TUWEN_HOME=str(home), TUWEN_DATABASE_URL=database_url, TUWEN_DEVICE="cpu", HF_HUB_OFFLINE="1")
     env.update(OMP_NUM_THREADS="1")  # two servers, the indexer and the clients share 2 cores
     out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
     proc = subprocess.Popen([TUWEN, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
-    stack.callback(_stop, proc)
+    stack.callback(stop_process, proc)
     return f"http://127.0.0.1:{port}"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait_ready(urls: list[str], logs: list[Path]) -> str:
