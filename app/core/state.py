@@ -122,7 +122,7 @@ class ServiceState:
             self._loader.start()
 
     def wait_loaded(self, timeout: float | None = None) -> None:
-        """Block until a background load (if any) has finished: for tests and shutdown."""
+        """Block until a background load (if any) has finished (tests use it to wait for a swap)."""
         loader = self._loader
         if loader is not None:
             loader.join(timeout)
