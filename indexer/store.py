@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -332,6 +333,43 @@ def _store_errors(engine: Engine) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         raise TuwenError(f"cannot open the store at {_shown(engine)}: {getattr(exc, 'orig', exc)}") from exc
+
+
+_ENGINES: dict[tuple[str, bool], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """The process's engine for ``url``, opened (and its schema checked or upgraded) once.
+
+    Every command opens the store through ``open_store``; the migration check runs on the first
+    open of a URL in a process, not on every open. ``dispose_engines`` closes them (tests, forks).
+    """
+    key = (url, upgrade)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = make_engine(url, upgrade=upgrade)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every engine ``shared_engine`` opened (a forked worker or a test calls this)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+@contextmanager
+def open_store(url: str, *, upgrade: bool = True) -> Iterator[Session]:
+    """One transaction on the store at ``url``: the one way a stage opens the store.
+
+    Commits on a clean exit, rolls back on an exception. The engine is shared per process
+    (``shared_engine``), so the schema check runs once, not per call.
+    """
+    with transaction(shared_engine(url, upgrade=upgrade)) as session:
+        yield session
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
