@@ -1,0 +1,40 @@
+"""The ceilings of this CPU for the image and text towers (issue 22), printed as a table.
+
+    .venv/bin/python bench/bench_roofline.py                   # random:ViT-B-16, fp32 (+ bf16 where native)
+    .venv/bin/python bench/bench_roofline.py --model random:ViT-L-14
+
+The other benchmarks measure the same ceilings in their own run (``roofline.ceiling``) and print
+"% of ceiling" beside their figures; this script shows the method's parts on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
+from harness import header, table
+from roofline import ceiling
+
+from common.precision import cpu_supports_bf16
+from models.factory import create_model_and_transforms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:ViT-B-16")
+    parser.add_argument("--batch", type=int, default=32, help="image batch of the GEMM shapes")
+    args = parser.parse_args()
+    lm = create_model_and_transforms(args.model, device="cpu")
+    dtypes = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
+    rows = []
+    for dtype in dtypes:
+        for what, batch in (("image", args.batch), ("text", 1)):
+            c = ceiling(lm, what, dtype=dtype, batch=batch)
+            floor = f"{c.per_second:.2f} images/s" if what == "image" else f"{1000 * c.seconds:.1f} ms/query"
+            rows.append([what, dtype, c.batch, f"{c.gflop:.2f}", f"{c.gflops_rate:.0f}", floor])
+    print(header(f"Ceilings of this CPU, {args.model}"))
+    print(table(["tower", "dtype", "GEMM batch", "GFLOP each", "GEMM GFLOP/s", "ceiling"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The machine's own limit for a tower: its FLOPs (counted on the model itself) over the sustained
+GEMM rate of this CPU on the tower's own matrix shapes (the best of several repeats).
+
+Every encoding and query table qualifies its figures with a "% of ceiling" column measured in the
+same process run (``bench/bench_roofline.py`` prints the ceilings alone). The method, from issue 22:
+
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` around one ``encode_image`` of a 224 px image,
+  and one ``encode_text`` of a 16-token query (a short Chinese query is about that long after
+  cn_clip's tokenizer trims the padding). Counted FLOPs are matmuls and convolutions only, which
+  is what bounds a ViT: softmax, layer norm and GELU are a few percent and are not in the rate
+  either, so the ceiling is an upper bound on what any backend can reach at that precision.
+- Rate: ``torch.mm`` on the tower's GEMM shapes (tokens x width by width x 3 width for the attention
+  input, width x width for its output, width x 4 width and 4 width x width for the MLP) for the
+  batch the encoder uses, in the precision measured (fp32; bf16 where the CPU has native bf16),
+  on every thread torch has. The rate is the FLOP-weighted harmonic mean over the shapes (the
+  time the tower's GEMMs would take at each shape's best rate).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.factory import LoadedModel
+
+QUERY_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    what: str  # "image" | "text"
+    dtype: str  # "fp32" | "bf16"
+    gflop: float  # per image, or per query
+    gflops_rate: float  # sustained GEMM GFLOP/s on the tower's shapes
+    batch: int
+
+    @property
+    def seconds(self) -> float:
+        """The least time one image (or one query) can take at this rate."""
+        return self.gflop / self.gflops_rate
+
+    @property
+    def per_second(self) -> float:
+        return 1.0 / self.seconds
+
+    def fraction(self, measured_per_second: float) -> float:
+        return measured_per_second / self.per_second
+
+    def describe(self) -> str:
+        unit = "images/s" if self.what == "image" else "ms per query"
+        value = f"{self.per_second:.2f}" if self.what == "image" else f"{1000 * self.seconds:.1f}"
+        return (
+            f"{self.what} tower {self.dtype}: {self.gflop:.2f} GFLOP at {self.gflops_rate:.0f} GFLOP/s "
+            f"(batch {self.batch}) = {value} {unit}"
+        )
+
+
+def count_flops(lm: LoadedModel, what: str) -> float:
+    """GFLOP of one image (``what="image"``) or one 16-token query, counted on the model itself."""
+    model = lm.model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        if what == "image":
+            size = lm.arch.resolution
+            model.encode_image(torch.zeros(1, 3, size, size))
+        else:
+            tokens = torch.full((1, QUERY_TOKENS), 100, dtype=torch.long)
+            tokens[0, 0], tokens[0, -1] = 101, 102  # [CLS] ... [SEP], no padding
+            model.encode_text(tokens)
+    return counter.get_total_flops() / 1e9
+
+
+def tower_shapes(lm: LoadedModel, what: str, batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the GEMMs one transformer block of the tower runs for ``batch`` inputs."""
+    config = lm.arch.config()
+    if what == "image":
+        tokens = (config["image_resolution"] // config["vision_patch_size"]) ** 2 + 1
+        width = config["vision_width"]
+    else:
+        tokens = QUERY_TOKENS
+        width = config["text_hidden_size"]
+    m = batch * tokens
+    return [(m, width, 3 * width), (m, width, width), (m, width, 4 * width), (m, 4 * width, width)]
+
+
+def gemm_rate(shapes: list[tuple[int, int, int]], dtype: str, *, repeats: int = 5) -> float:
+    """Sustained GFLOP/s over ``shapes`` (FLOP-weighted harmonic mean of each shape's best time)."""
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    total_flop = total_seconds = 0.0
+    for m, k, n in shapes:
+        a = torch.randn(m, k).to(torch_dtype)
+        b = torch.randn(k, n).to(torch_dtype)
+        flop = 2.0 * m * k * n
+        inner = max(1, int(2e9 / flop))  # ~2 GFLOP per timing: long enough to time, short to repeat
+        torch.mm(a, b)  # warm-up (packing, thread pool)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(inner):
+                torch.mm(a, b)
+            best = min(best, (time.perf_counter() - start) / inner)
+        total_flop += flop
+        total_seconds += best
+    return total_flop / total_seconds / 1e9
+
+
+def ceiling(lm: LoadedModel, what: str, *, dtype: str = "fp32", batch: int | None = None) -> Ceiling:
+    """The tower's ceiling on this machine, measured now (a few seconds)."""
+    batch = batch or (32 if what == "image" else 1)
+    rate = gemm_rate(tower_shapes(lm, what, batch), dtype)
+    return Ceiling(what=what, dtype=dtype, gflop=count_flops(lm, what), gflops_rate=rate, batch=batch)
