@@ -15,22 +15,18 @@ from models.factory import create_model_and_transforms
 
 def corpus_calibration(*, settings: Settings) -> Calibration:
     """A sample of the ingested corpus (candidate and training images, candidate and training captions)."""
-    engine = store.make_engine(settings.store_url)
-    try:
-        with store.transaction(engine) as session:
-            images = [
-                r.path
-                for collection in (store.IMAGE_CANDIDATES, store.TRAIN_IMAGES)
-                for r in store.list_images(session, collection=collection)
-                if r.status == store.STATUS_OK and r.path
-            ]
-            texts = [
-                r.caption
-                for collection in (store.TEXT_CANDIDATES, store.TEXT_QUERIES)
-                for r in store.list_texts(session, collection=collection)
-            ]
-    finally:
-        engine.dispose()
+    with store.open_store(settings.store_url) as session:
+        images = [
+            r.path
+            for collection in (store.IMAGE_CANDIDATES, store.TRAIN_IMAGES)
+            for r in store.list_images(session, collection=collection)
+            if r.status == store.STATUS_OK and r.path
+        ]
+        texts = [
+            r.caption
+            for collection in (store.TEXT_CANDIDATES, store.TEXT_QUERIES)
+            for r in store.list_texts(session, collection=collection)
+        ]
     if not images or not texts:
         raise TuwenError(
             f"int8 calibrates on the corpus's images and captions, and the store at {settings.store_url} "

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -335,30 +338,87 @@ def _store_errors(engine: Engine) -> Iterator[None]:
         raise TuwenError(f"cannot open the store at {_shown(engine)}: {getattr(exc, 'orig', exc)}") from exc
 
 
-_ENGINES: dict[tuple[str, bool], Engine] = {}
+@dataclass(frozen=True)
+class _Shared:
+    """A shared engine, the process that opened it, and its SQLite file's identity (None elsewhere)."""
+
+    engine: Engine
+    pid: int
+    file: tuple[int, int] | None
+
+
+# Most recently used last; a process that opens many stores (the test suite: one per temporary
+# home) keeps the newest few open, not one pool of file handles per store it ever saw.
+_ENGINES: OrderedDict[tuple[str, bool], _Shared] = OrderedDict()
 _ENGINES_LOCK = threading.Lock()
+MAX_SHARED_ENGINES = 8
+
+
+def _sqlite_file(engine: Engine) -> Path | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _file_identity(engine: Engine) -> tuple[int, int] | None:
+    """(device, inode) of the engine's SQLite file; None for other databases or a missing file."""
+    path = _sqlite_file(engine)
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _still_valid(shared: _Shared) -> bool:
+    """The engine still fits this process and the database it checked.
+
+    Not after a fork (the child opens its own: pooled connections must not cross a fork), nor
+    when its SQLite file was deleted or replaced (a test or an operator removed ``store.db``):
+    the schema check must run again on the new file, or every query would miss its tables.
+    """
+    if shared.pid != os.getpid():
+        return False
+    return _sqlite_file(shared.engine) is None or _file_identity(shared.engine) == shared.file
 
 
 def shared_engine(url: str, *, upgrade: bool = True) -> Engine:
     """The process's engine for ``url``, opened (and its schema checked or upgraded) once.
 
     Every command opens the store through ``open_store``; the migration check runs on the first
-    open of a URL in a process, not on every open. ``dispose_engines`` closes them (tests, forks).
+    open of a URL in a process, not on every open. It runs again in a forked child and after a
+    SQLite file was deleted or replaced (one ``stat`` per open tells). ``dispose_engines`` closes
+    them all (tests that drop a PostgreSQL schema and reuse its URL, a process shutting down).
     """
     key = (url, upgrade)
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(key)
-        if engine is None:
-            engine = _ENGINES[key] = make_engine(url, upgrade=upgrade)
-        return engine
+        shared = _ENGINES.get(key)
+        if shared is not None and not _still_valid(shared):
+            _forget(_ENGINES.pop(key))
+            shared = None
+        if shared is None:
+            engine = make_engine(url, upgrade=upgrade)
+            shared = _ENGINES[key] = _Shared(engine, os.getpid(), _file_identity(engine))
+            while len(_ENGINES) > MAX_SHARED_ENGINES:
+                _forget(_ENGINES.popitem(last=False)[1])
+        _ENGINES.move_to_end(key)
+        return shared.engine
+
+
+def _forget(shared: _Shared) -> None:
+    """Close ``shared``'s pooled connections (only forget them in a forked child: they are the
+    parent's). Sessions still holding a connection keep it until they end."""
+    shared.engine.dispose(close=shared.pid == os.getpid())
 
 
 def dispose_engines() -> None:
     """Close every engine ``shared_engine`` opened (a forked worker or a test calls this)."""
     with _ENGINES_LOCK:
-        for engine in _ENGINES.values():
-            engine.dispose()
-        _ENGINES.clear()
+        while _ENGINES:
+            _forget(_ENGINES.popitem()[1])
 
 
 @contextmanager
