@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from common.errors import TuwenError
+from common.files import atomic_folder, write_json_atomic
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
@@ -154,16 +153,9 @@ def ensure_converted(
     meta = read_meta(path)
     if meta is not None and meta.get("model_id") == loaded.model_id:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
+    (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
+    with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
         export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -219,7 +211,7 @@ def export_towers(
         "files": {t: _tower_file(fmt, t) for t in TOWERS},
         "seconds": round(time.time() - started, 1),
     }
-    (out / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+    write_json_atomic(out / META, meta)  # last: an ``out`` with meta.json is complete
     return out
 
 
