@@ -6,6 +6,8 @@
 - ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX; about 3x fp32 in
   ``bench/bench_encode.py``), else fp32. ``amp`` ("mixed precision", training's old word) means
   the same.
+
+The words themselves (``PRECISIONS``, ``ALIASES``) live in ``common.vocabulary``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from common.errors import TuwenError
+from common.vocabulary import PRECISIONS, canonical_precision
 
-if TYPE_CHECKING:  # torch is imported where it is used: the CLI's parser reads PRECISIONS only
+if TYPE_CHECKING:  # torch is imported where it is used (resolving needs it; the vocabulary does not)
     import torch
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ALIASES = {"amp": "auto"}  # "mixed precision": training's word for auto before the two met
 
 
 def cpu_supports_bf16() -> bool:
@@ -44,7 +44,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` (or its alias) made concrete for ``device``: one of fp32, bf16, fp16."""
     import torch
 
-    precision = ALIASES.get(precision, precision)
+    precision = canonical_precision(precision)
     if precision not in PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     device_type = torch.device(device).type

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.backend import BACKENDS, ENCODE_PRECISIONS
 from common.console import say
+from common.vocabulary import BACKENDS, ENCODE_PRECISIONS
 
 
 def _settings(args):

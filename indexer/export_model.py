@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from common.backend import ENCODE_PRECISIONS
 from common.errors import TuwenError
 from common.settings import Settings
+from common.vocabulary import EXPORT_PRECISIONS
 from indexer import store
 from models.backends.export import FORMATS, Calibration, ensure_converted, export_towers, sample_calibration
 from models.factory import create_model_and_transforms
@@ -47,7 +47,7 @@ def export_model(
     """Export ``model``'s towers; into ``out``, or into (and reused from) ``$TUWEN_HOME/converted``."""
     if fmt not in FORMATS:
         raise TuwenError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if precision not in ("fp32", "int8"):
+    if precision not in EXPORT_PRECISIONS:
         raise TuwenError(
             f"--precision for an export is fp32 or int8 (bf16 is chosen at run time), not {precision}"
         )
@@ -76,7 +76,7 @@ def register(sub, *, common) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=[p for p in ENCODE_PRECISIONS if p in ("fp32", "int8")],
+        choices=EXPORT_PRECISIONS,
         help="int8: NNCF post-training quantization calibrated on the ingested corpus",
     )
     p.add_argument("--out", type=Path, help="folder to write (default: the cache in $TUWEN_HOME/converted)")

@@ -28,6 +28,7 @@ import torch
 
 from common.errors import TuwenError
 from common.files import atomic_folder, write_json_atomic
+from common.vocabulary import EXPORT_PRECISIONS
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
@@ -185,7 +186,7 @@ def export_towers(
     """Write both towers of ``loaded`` to ``out`` in ``fmt`` (``onnx`` or ``openvino``) with meta.json."""
     if fmt not in FORMATS:
         raise TuwenError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if precision not in ("fp32", "int8"):
+    if precision not in EXPORT_PRECISIONS:
         raise TuwenError(f"exported towers are fp32 or int8, not {precision} (bf16 is a runtime setting)")
     if precision == "int8" and calibration is None:
         raise TuwenError(
