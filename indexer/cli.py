@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from common.console import say
-from common.vocabulary import BACKENDS, ENCODE_PRECISIONS
+from indexer.corpus_cli import register as register_corpus
+from indexer.encode.options import EncodeOptions, add_encode_options
 
 
 def _settings(args):
@@ -38,17 +39,10 @@ def _index(args) -> int:
     from indexer.build import index_corpus
     from indexer.encode.ray_runner import runner_for
 
-    runner = runner_for(args.ray)  # checks a --ray address before any work
+    options = EncodeOptions.from_args(args)
+    runner = runner_for(options.ray)  # checks a --ray address before any work
     index_corpus(
-        settings=_settings(args),
-        model=args.model,
-        precision=args.precision,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        index_factory=args.index_factory,
-        echo=say,
-        runner=runner,
+        settings=_settings(args), options=options, index_factory=args.index_factory, echo=say, runner=runner
     )
     return 0
 
@@ -74,31 +68,7 @@ def _db(args) -> int:
     return 0
 
 
-def add_encode_options(parser) -> None:
-    """The options of every command that encodes (``index``, ``corpus encode``): model, precision,
-    backend, batch size, decode workers and ``--ray`` (pass ``runner_for(args.ray)`` as the runner)."""
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="ViT-B-16 | ViT-L-14 | ViT-L-14-336 | ViT-H-14 | RN50 | checkpoint path | tiny | random:ARCH",
-    )
-    parser.add_argument("--precision", default="auto", choices=ENCODE_PRECISIONS)
-    parser.add_argument(
-        "--backend", choices=BACKENDS, help="torch|onnx|openvino (default $TUWEN_BACKEND, else auto)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="image decode processes")
-    parser.add_argument(
-        "--ray",
-        metavar="auto|ADDRESS",
-        default=None,
-        help="encode on a Ray cluster: auto (the running one), HOST:6379 or ray://HOST:10001",
-    )
-
-
 def register(sub, *, common) -> None:
-    from indexer.corpus_cli import register as register_corpus
-
     p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
