@@ -1,8 +1,7 @@
-"""``tuwen demo-data | ingest | index | export | db | corpus`` (handlers import their stage lazily)."""
+"""``tuwen ingest | index | export | db | corpus`` (handlers import their stage lazily)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from common.console import say
@@ -14,18 +13,6 @@ def _settings(args):
     from common.settings import get_settings
 
     return get_settings(args.home)
-
-
-def _demo_data(args) -> int:
-    from indexer.demo_corpus import generate_demo_corpus
-
-    summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train, quirks=not args.no_quirks)
-    if args.posts:
-        from indexer.demo_posts import generate_demo_posts
-
-        summary["posts"] = generate_demo_posts(args.out / "posts", seed=args.seed, n_posts=args.posts)
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
-    return 0
 
 
 def _ingest(args) -> int:
@@ -69,19 +56,6 @@ def _db(args) -> int:
 
 
 def register(sub, *, common) -> None:
-    p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=1500, help="training pairs")
-    p.add_argument("--no-quirks", action="store_true", help="no missing/mislabelled files")
-    p.add_argument(
-        "--posts",
-        type=int,
-        default=0,
-        help="also N social posts for `tuwen corpus add` (OUT/posts/posts.jsonl)",
-    )
-    p.set_defaults(handler=_demo_data)
-
     p = sub.add_parser("ingest", help="read 附件1/2/3 into the store, checking every image")
     common(p)
     p.add_argument("--root", type=Path, required=True, help="folder holding 附件1/ 附件2/ 附件3/")
