@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 
 from indexer import store
+from indexer.store import engines
 
 
 @pytest.fixture
 def upgrades(monkeypatch) -> list[str]:
     """Every schema check (``upgrade_store``) ``shared_engine`` runs, by URL."""
     seen: list[str] = []
-    real = store.upgrade_store
+    real = engines.upgrade_store
 
     def counting(engine):
         seen.append(str(engine.url))
         return real(engine)
 
-    monkeypatch.setattr(store, "upgrade_store", counting)
+    monkeypatch.setattr(engines, "upgrade_store", counting)
     store.dispose_engines()
     yield seen
     store.dispose_engines()
@@ -56,9 +57,9 @@ def test_a_transaction_rolls_back_on_error(tmp_path, upgrades):
 
 
 def test_only_the_newest_engines_stay_open(tmp_path, upgrades, monkeypatch):
-    monkeypatch.setattr(store, "MAX_SHARED_ENGINES", 2)
+    monkeypatch.setattr(engines, "MAX_SHARED_ENGINES", 2)
     urls = [f"sqlite:///{tmp_path / f's{i}.db'}" for i in range(3)]
     for url in urls:
         with store.open_store(url):
             pass
-    assert [key[0] for key in store._ENGINES] == urls[1:]
+    assert [key[0] for key in engines._ENGINES] == urls[1:]

@@ -1,8 +1,8 @@
-"""Metadata store (SQLAlchemy): images, texts, training pairs and query sets by collection.
+"""Opening the store: engines, schema revisions (Alembic) and the per-process shared engine.
 
-Each collection is replaced whole inside one transaction, so re-running ingest never duplicates
-rows and a crash mid-way leaves the previous contents. The schema is the models below, created and
-upgraded by the Alembic migrations in ``indexer/migrations/`` (never ``create_all``).
+``open_store(url)`` is the one way a stage opens the store: one transaction on the process's
+engine for ``url``, whose schema was checked (and upgraded, under a lock) on its first open.
+``make_engine`` is the same check on an engine of one's own (``tuwen db``, tests of migrations).
 """
 
 from __future__ import annotations
@@ -12,143 +12,26 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-)
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import TuwenError
-
-if TYPE_CHECKING:
-    from alembic.config import Config
-
-# Collections, named after what they are in the competition layout.
-TRAIN_IMAGES = "train"  # 附件1/ImageData
-IMAGE_CANDIDATES = "image_candidates"  # 附件2/image_data.csv
-TEXT_QUERIES = "text_queries"  # 附件2/word_test.csv
-IMAGE_QUERIES = "image_queries"  # 附件3/image_test.csv
-TEXT_CANDIDATES = "text_candidates"  # 附件3/word_data.csv
-
-STATUS_OK = "ok"
-STATUS_MISSING = "missing"
-STATUS_UNREADABLE = "unreadable"
-
 
 log = logging.getLogger(__name__)
 # Alembic's INFO lines ("Context impl SQLiteImpl.", plugin set-up) come on every open; upgrade_store
 # logs one line of its own instead.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ImageRecord(Base):
-    __tablename__ = "images"
-    collection: Mapped[str] = mapped_column(String(32), primary_key=True)
-    image_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, index=True)
-    path: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    detail: Mapped[str] = mapped_column(Text, default="")
-    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-
-class TextRecord(Base):
-    __tablename__ = "texts"
-    collection: Mapped[str] = mapped_column(String(32), primary_key=True)
-    text_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, index=True)
-    caption: Mapped[str] = mapped_column(Text)
-
-
-class PairRecord(Base):
-    __tablename__ = "pairs"
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # row in ImageWordData.csv
-    image_id: Mapped[str] = mapped_column(String(255), index=True)
-    caption: Mapped[str] = mapped_column(Text)
-
-
-# --- Corpora (``tuwen corpus add``): one row per corpus, its items, its typed attributes ----------
-
-
-class CorpusRecord(Base):
-    __tablename__ = "corpora"
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    source: Mapped[str] = mapped_column(Text)  # the file it was read from
-    format: Mapped[str] = mapped_column(String(8))  # csv | jsonl | json
-    rows: Mapped[int] = mapped_column(Integer)
-    time_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # datetime | int
-    added_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class CorpusFieldRecord(Base):
-    """An attribute field of a corpus and its type, in the file's column order."""
-
-    __tablename__ = "corpus_fields"
-    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
-    field: Mapped[str] = mapped_column(String(255), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(8))  # int | float | str
-
-
-class CorpusItemRecord(Base):
-    __tablename__ = "corpus_items"
-    __table_args__ = (UniqueConstraint("corpus", "item_id", name="uq_corpus_items_item_id"),)
-    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0-based row order
-    item_id: Mapped[str] = mapped_column(String(255))
-    source: Mapped[str] = mapped_column(Text)  # "file:line" or "file: item N"
-    caption: Mapped[str | None] = mapped_column(Text, nullable=True)
-    image_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    image_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # STATUS_*; None: no image
-    image_detail: Mapped[str] = mapped_column(Text, default="")
-    time_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # time_kind "datetime"
-    time_int: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # time_kind "int"
-
-
-class CorpusAttributeRecord(Base):
-    """One non-null attribute value in the column of its type; the key leads with (corpus, field)."""
-
-    __tablename__ = "corpus_attributes"
-    __table_args__ = (
-        Index("ix_corpus_attributes_int", "corpus", "field", "int_value"),
-        Index("ix_corpus_attributes_float", "corpus", "field", "float_value"),
-    )
-    corpus: Mapped[str] = mapped_column(String(64), primary_key=True)
-    field: Mapped[str] = mapped_column(String(255), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    int_value: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    float_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    str_value: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:
@@ -215,7 +98,7 @@ def url_revision(url: str) -> tuple[str | None, str]:
 
 # --- Schema revisions (Alembic, migrations in indexer/migrations/) ------------------------------
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"  # indexer/migrations
 BASELINE_REVISION = "0001_baseline"  # the schema of the releases before migrations
 UNVERSIONED = "none (made before migrations)"  # a store of such a release: its tables, no alembic_version
 _BASELINE_TABLES = ("images", "texts", "pairs")
@@ -223,8 +106,6 @@ _BASELINE_TABLES = ("images", "texts", "pairs")
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None) -> Config:
     """Alembic's configuration, found through the package path (no alembic.ini needed)."""
-    from alembic.config import Config
-
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     if url is not None:
@@ -237,8 +118,6 @@ def alembic_config(*, connection: Connection | None = None, url: str | None = No
 @functools.cache
 def _revisions() -> tuple[str, frozenset[str]]:
     """(head, every revision this release knows)."""
-    from alembic.script import ScriptDirectory
-
     script = ScriptDirectory.from_config(alembic_config())
     return script.get_current_head(), frozenset(s.revision for s in script.walk_revisions())
 
@@ -249,8 +128,6 @@ def head_revision() -> str:
 
 def store_revision(connection: Connection) -> str | None:
     """The store's revision: None for an empty database, ``UNVERSIONED`` for a pre-migrations store."""
-    from alembic.runtime.migration import MigrationContext
-
     current = MigrationContext.configure(connection).get_current_revision()
     if current is not None:
         return current
@@ -309,8 +186,6 @@ def upgrade_store(engine: Engine) -> tuple[str | None, str]:
         _lock_for_migration(conn)
         before = store_revision(conn)
         if before != head:
-            from alembic import command
-
             config = alembic_config(connection=conn)
             if before == UNVERSIONED:
                 command.stamp(config, BASELINE_REVISION)
@@ -440,92 +315,3 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(engine: Engine) -> Iterator[Session]:
     with session_factory(engine).begin() as session:
         yield session
-
-
-def replace_images(session: Session, *, collection: str, rows: Iterable[dict]) -> int:
-    session.execute(delete(ImageRecord).where(ImageRecord.collection == collection))
-    return insert_rows(session, ImageRecord, [{**r, "collection": collection} for r in rows])
-
-
-def replace_texts(session: Session, *, collection: str, rows: Iterable[dict]) -> int:
-    session.execute(delete(TextRecord).where(TextRecord.collection == collection))
-    return insert_rows(session, TextRecord, [{**r, "collection": collection} for r in rows])
-
-
-def replace_pairs(session: Session, *, rows: Iterable[dict]) -> int:
-    session.execute(delete(PairRecord))
-    return insert_rows(session, PairRecord, list(rows))
-
-
-def insert_rows(session: Session, model: type[Base], rows: list[dict], chunk: int = 5000) -> int:
-    """Insert ``rows`` (dicts with the same keys) in batches.
-
-    A Core insert on the table, not the ORM's bulk insert: the ORM leaves out None values row by
-    row and batches only consecutive rows with the same None pattern, which for rows of mixed
-    nulls (attributes, optional captions) means one statement per row (20,000 rows: 23 s vs <1 s).
-    """
-    table = model.__table__
-    for start in range(0, len(rows), chunk):
-        session.execute(insert(table), rows[start : start + chunk])
-    return len(rows)
-
-
-def list_images(session: Session, *, collection: str) -> list[ImageRecord]:
-    stmt = select(ImageRecord).where(ImageRecord.collection == collection)
-    return list(session.scalars(stmt.order_by(ImageRecord.position)))
-
-
-def list_texts(session: Session, *, collection: str) -> list[TextRecord]:
-    stmt = select(TextRecord).where(TextRecord.collection == collection)
-    return list(session.scalars(stmt.order_by(TextRecord.position)))
-
-
-def list_training_pairs(session: Session) -> list[tuple[str, str, str]]:
-    """(image_id, caption, path) of every pair whose image is readable, in CSV order."""
-    stmt = (
-        select(PairRecord.image_id, PairRecord.caption, ImageRecord.path)
-        .join(
-            ImageRecord,
-            (ImageRecord.image_id == PairRecord.image_id) & (ImageRecord.collection == TRAIN_IMAGES),
-        )
-        .where(ImageRecord.status == STATUS_OK)
-        .order_by(PairRecord.position)
-    )
-    return [tuple(row) for row in session.execute(stmt)]
-
-
-def get_image(
-    session: Session,
-    *,
-    image_id: str,
-    collections: tuple[str, ...] = (IMAGE_CANDIDATES, IMAGE_QUERIES, TRAIN_IMAGES),
-) -> ImageRecord | None:
-    """The readable image with this id, preferring candidates, then query and training images."""
-    stmt = select(ImageRecord).where(
-        ImageRecord.image_id == image_id,
-        ImageRecord.status == STATUS_OK,
-        ImageRecord.collection.in_(collections),
-    )
-    found = {rec.collection: rec for rec in session.scalars(stmt)}
-    return next((found[c] for c in collections if c in found), None)
-
-
-def get_captions(session: Session, *, collection: str, text_ids: list[str]) -> dict[str, str]:
-    stmt = select(TextRecord.text_id, TextRecord.caption).where(
-        TextRecord.collection == collection, TextRecord.text_id.in_(text_ids)
-    )
-    return dict(session.execute(stmt).all())
-
-
-def counts(session: Session) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for collection, n in session.execute(
-        select(ImageRecord.collection, func.count()).group_by(ImageRecord.collection)
-    ):
-        out[f"images.{collection}"] = n
-    for collection, n in session.execute(
-        select(TextRecord.collection, func.count()).group_by(TextRecord.collection)
-    ):
-        out[f"texts.{collection}"] = n
-    out["pairs"] = session.scalar(select(func.count()).select_from(PairRecord)) or 0
-    return out
