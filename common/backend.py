@@ -32,7 +32,7 @@ def installed(backend: str) -> bool:
 def onnx_cuda_available() -> bool:
     if not installed("onnx"):
         return False
-    import onnxruntime
+    import onnxruntime  # optional (tuwen[backends]), and heavy: only when asked about CUDA
 
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 

@@ -13,18 +13,14 @@ The words themselves (``PRECISIONS``, ``ALIASES``) live in ``common.vocabulary``
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+
+import torch
 
 from common.errors import TuwenError
 from common.vocabulary import PRECISIONS, canonical_precision
 
-if TYPE_CHECKING:  # torch is imported where it is used (resolving needs it; the vocabulary does not)
-    import torch
-
 
 def cpu_supports_bf16() -> bool:
-    import torch
-
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
 
@@ -34,16 +30,12 @@ def cpu_supports_vnni() -> bool:
 
     Without them int8 inference is emulated and runs slower than fp32 (bench/RESULTS.md, Backends).
     """
-    import torch
-
     probe = getattr(torch.cpu, "_is_vnni_supported", None)
     return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` (or its alias) made concrete for ``device``: one of fp32, bf16, fp16."""
-    import torch
-
     precision = canonical_precision(precision)
     if precision not in PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -59,8 +51,6 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 def autocast(precision: str, device: torch.device | str):
     """The autocast context for a resolved precision (a no-op for fp32)."""
-    import torch
-
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -1,31 +1,30 @@
-"""``tuwen ingest | index | export | db | corpus`` (handlers import their stage lazily)."""
+"""``tuwen ingest | index | export | db | corpus``: the flags, and handlers that call each stage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from common.console import say
+from common.settings import get_settings
+from indexer import store
+from indexer.build import index_corpus
 from indexer.corpus_cli import register as register_corpus
 from indexer.encode.options import EncodeOptions, add_encode_options
+from indexer.encode.ray_runner import runner_for
+from indexer.export import export_results
+from indexer.ingest import ingest
 
 
 def _settings(args):
-    from common.settings import get_settings
-
     return get_settings(args.home)
 
 
 def _ingest(args) -> int:
-    from indexer.ingest import ingest
-
     ingest(root=args.root, settings=_settings(args), workers=args.workers, echo=say)
     return 0
 
 
 def _index(args) -> int:
-    from indexer.build import index_corpus
-    from indexer.encode.ray_runner import runner_for
-
     options = EncodeOptions.from_args(args)
     runner = runner_for(options.ray)  # checks a --ray address before any work
     index_corpus(
@@ -35,15 +34,11 @@ def _index(args) -> int:
 
 
 def _export(args) -> int:
-    from indexer.export import export_results
-
     export_results(settings=_settings(args), out=args.out, echo=say)
     return 0
 
 
 def _db(args) -> int:
-    from indexer import store
-
     url = _settings(args).store_url
     if args.action == "upgrade":
         before, head = store.upgrade_url(url)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from common.console import say
 from common.errors import TuwenError
-from common.settings import Settings
+from common.settings import Settings, get_settings
 from common.vocabulary import EXPORT_PRECISIONS
 from indexer import store
 from models.backends.export import FORMATS, Calibration, ensure_converted, export_towers, sample_calibration
@@ -84,9 +85,6 @@ def register(sub, *, common) -> None:
 
 
 def _export_model(args) -> int:
-    from common.console import say
-    from common.settings import get_settings
-
     path = export_model(
         settings=get_settings(args.home),
         model=args.model,

@@ -1,8 +1,8 @@
 """``tuwen``: the one console script. Each subcommand calls a plain function of the same name.
 
-Subcommands are registered by the package that owns them (``register(subparsers)``); their
-handlers import their stage when they run, so the parser stays light and the service never pulls
-in training code. ``demo`` and ``demo-data`` are the roof's own (``tuwen.demo``).
+Subcommands are registered by the package that owns them (``register(subparsers)``), so the
+service's package never pulls in training code; ``demo`` and ``demo-data`` are the roof's own
+(``tuwen.demo``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from indexer.export_model import register as register_export_model
 from training.cli import register as register_training
 from tuwen.demo.corpus import generate_demo_corpus
 from tuwen.demo.posts import generate_demo_posts
+from tuwen.demo.run import run_demo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +80,6 @@ def _demo_data(args) -> int:
 
 
 def _demo(args) -> int:
-    # Lazily: every stage, the studies and the server, for this one command.
-    from tuwen.demo.run import run_demo
-
     run_demo(
         settings=get_settings(args.home),
         train=not args.no_train,

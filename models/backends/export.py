@@ -233,7 +233,7 @@ def _tower_file(fmt: str, tower: str) -> str:
 def _write_onnx(
     module: torch.nn.Module, tower: str, loaded: LoadedModel, out: Path, calibration: Calibration | None
 ) -> None:
-    import onnx
+    import onnx  # optional (tuwen[backends]): only when exporting to ONNX
 
     name = INPUTS[tower]
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -264,7 +264,7 @@ def _large(proto) -> bool:
 def _write_openvino(
     module: torch.nn.Module, tower: str, loaded: LoadedModel, out: Path, calibration: Calibration | None
 ) -> None:
-    import openvino as ov
+    import openvino as ov  # optional (tuwen[backends]): only when converting to OpenVINO
 
     example = _examples(loaded)[tower]
     shape = ov.PartialShape([-1, *example.shape[1:]] if tower == "image" else [-1, -1])
@@ -296,7 +296,7 @@ def calibration_samples(tower: str, loaded: LoadedModel, calibration: Calibratio
 
 
 def _quantize(model, tower: str, loaded: LoadedModel, calibration: Calibration):
-    import nncf
+    import nncf  # optional (tuwen[backends]) and slow to import: only for int8
 
     samples = list(calibration_samples(tower, loaded, calibration))
     if not samples:
