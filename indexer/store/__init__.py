@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from indexer.store.engines import (
     BASELINE_REVISION,
-    MAX_SHARED_ENGINES,
     MIGRATIONS_DIR,
     UNVERSIONED,
     alembic_config,
@@ -71,7 +70,6 @@ __all__ = [
     "BASELINE_REVISION",
     "IMAGE_CANDIDATES",
     "IMAGE_QUERIES",
-    "MAX_SHARED_ENGINES",
     "MIGRATIONS_DIR",
     "STATUS_MISSING",
     "STATUS_OK",
