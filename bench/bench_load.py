@@ -1,6 +1,6 @@
 """Load test (issue 6): 16 concurrent clients against a real ``tuwen serve`` for 60 s.
 
-Builds its own index first: a generated demo corpus (``indexer.demo_corpus``), ingested and
+Builds its own index first: a generated demo corpus (``tuwen.demo.corpus``), ingested and
 indexed with ``--model`` (``tiny`` by default; ``random:ViT-B-16`` for a real-sized model), in a
 temporary ``TUWEN_HOME``. Then ``tuwen serve`` runs as a subprocess on 127.0.0.1 (a free port;
 nothing leaves the loopback) and ``--clients`` threads, each with its own keep-alive connection,
@@ -53,8 +53,8 @@ def build_home(home: Path, work: Path, *, model: str, candidates_per_item: int) 
     """Demo corpus -> store -> index generation in ``home``; a one-line description of it."""
     from common.settings import Settings
     from indexer.build import index_corpus
-    from indexer.demo_corpus import generate_demo_corpus
     from indexer.ingest import ingest
+    from tuwen.demo.corpus import generate_demo_corpus
 
     settings = Settings(home=home, database_url=None, api_key=None, require_key_for_search=False)
     generate_demo_corpus(

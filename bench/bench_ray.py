@@ -22,9 +22,9 @@ from harness import ROOT, header, median, table
 
 from common.settings import Settings
 from indexer.build import index_corpus
-from indexer.demo_corpus import generate_demo_corpus
 from indexer.encode.ray_runner import RayRunner
 from indexer.ingest import ingest
+from tuwen.demo.corpus import generate_demo_corpus
 
 
 def _home(folder: Path, *, per_item: int, queries: int) -> tuple[Settings, int]:

@@ -2,7 +2,7 @@
 
 (a) ``tiny`` from scratch on the default demo corpus (1500 training pairs): held-out R@5 of the
     demo's query texts against its 192 candidate images (and query images against candidate
-    texts), judged by ``ground_truth.json``, before and after ``training.demo.train_demo``.
+    texts), judged by ``ground_truth.json``, before and after ``tuwen.demo.training.train_demo``.
 (b) a few training steps of ``random:ViT-B-16`` on this machine complete; peak memory (max RSS of a
     process that does only that).
 (c) samples/s of our ``train`` with ``random:ViT-B-16`` at batch 32 against a plain PyTorch loop of
@@ -96,9 +96,9 @@ def demo_query_recall(*, settings, model: str, data_root: str | Path, k: int = 5
 
 def part_demo(home: Path) -> tuple[list, dict]:
     from common.settings import Settings
-    from indexer.demo_corpus import generate_demo_corpus
     from indexer.ingest import ingest
-    from training.demo import DEMO_SETTINGS, train_demo
+    from tuwen.demo.corpus import generate_demo_corpus
+    from tuwen.demo.training import DEMO_SETTINGS, train_demo
 
     data = home / "demo-data"
     generate_demo_corpus(data)
@@ -237,8 +237,8 @@ def ddp_run(home: Path, *, nproc: int, model: str, batch: int, steps: int, tag: 
 
 def part_ddp(home: Path, *, model: str, batch: int, steps: int, rounds: int) -> list[list[str]]:
     from common.settings import Settings
-    from indexer.demo_corpus import generate_demo_corpus
     from indexer.ingest import ingest
+    from tuwen.demo.corpus import generate_demo_corpus
 
     data = home / "demo-data"
     if not data.exists():

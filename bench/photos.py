@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.demo_corpus import all_items, caption, draw_item
+from tuwen.demo.corpus import all_items, caption, draw_item
 
 # Mostly the 500x375 of web photo sets; some portrait and larger ones (which exercise JPEG draft).
 SIZES = [(500, 375)] * 6 + [(375, 500), (640, 480), (800, 600), (1024, 768)]

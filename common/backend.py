@@ -9,6 +9,8 @@
 Precision under ``auto`` stays equal to fp32 for texts (a text query is one short call, and the bench
 corpus's top-5 overlap must stay >= 0.98 for a default); images follow ``common.precision`` on
 PyTorch and run fp32 on the exported backends unless the CPU has native bf16.
+
+The words (``BACKENDS``, ``ENCODE_PRECISIONS``) live in ``common.vocabulary``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import importlib.util
 import platform
 
 from common.errors import TuwenError
+from common.vocabulary import BACKENDS, ENCODE_PRECISIONS, EXPORT_PRECISIONS, canonical_precision
 
-BACKENDS = ("auto", "torch", "onnx", "openvino")
-ENCODE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _MODULES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 X86 = {"x86_64", "amd64", "i386", "i686"}
 
@@ -31,7 +32,7 @@ def installed(backend: str) -> bool:
 def onnx_cuda_available() -> bool:
     if not installed("onnx"):
         return False
-    import onnxruntime
+    import onnxruntime  # optional (tuwen[backends]), and heavy: only when asked about CUDA
 
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
@@ -56,7 +57,7 @@ def resolve_backend(backend: str | None, *, device_type: str) -> str:
 
 def resolve_backend_precision(backend: str, precision: str | None, *, cpu_bf16: bool) -> tuple[str, str]:
     """(image precision, text precision) for a resolved backend; ``cpu_bf16``: the CPU has native bf16."""
-    precision = {"amp": "auto"}.get(precision or "auto", precision or "auto")
+    precision = canonical_precision(precision)
     if precision not in ENCODE_PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, not {precision!r}")
     if backend == "torch":
@@ -65,7 +66,7 @@ def resolve_backend_precision(backend: str, precision: str | None, *, cpu_bf16: 
                 "precision int8 needs --backend openvino or onnx (NNCF post-training quantization)"
             )
         return precision, precision  # common.precision resolves torch's own vocabulary
-    allowed = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}[backend]
+    allowed = {"onnx": EXPORT_PRECISIONS, "openvino": ("fp32", "bf16", "int8")}[backend]
     if precision == "auto":
         return ("bf16" if cpu_bf16 and backend == "openvino" else "fp32"), "fp32"
     if precision not in allowed:

@@ -4,12 +4,17 @@ A reader sees the old file or the new one, never a half-written one, and a file 
 reported written survives a crash (``kill -9`` or power loss): the temporary file is written
 beside the target (same filesystem, so the rename is atomic), flushed and fsynced, renamed over
 the target, and the folder is fsynced so that the rename itself is durable.
+
+A folder of files (an index generation, converted towers) is published the same way:
+written under a temporary name beside its final one, every file fsynced, then renamed
+(``publish_folder``, or ``atomic_folder`` as a context manager).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +50,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_sibling(target)
     try:
         yield tmp
         fsync_file(tmp)
@@ -68,3 +73,42 @@ def write_atomic(target: str | Path, data: str | bytes, *, encoding: str = "utf-
 def write_json_atomic(target: str | Path, obj: object, *, indent: int | None = 1) -> Path:
     """``write_atomic`` of ``obj`` as UTF-8 JSON (non-ASCII kept as is)."""
     return write_atomic(target, json.dumps(obj, ensure_ascii=False, indent=indent))
+
+
+def temp_sibling(target: str | Path, *, suffix: str = "tmp") -> Path:
+    """A fresh hidden name beside ``target`` (same folder, so a rename onto ``target`` is atomic)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.{suffix}")
+
+
+def publish_folder(tmp: Path, target: Path, *, replace: bool = False) -> Path:
+    """Rename the finished folder ``tmp`` to ``target`` durably: its files fsynced first.
+
+    ``replace``: an existing ``target`` is removed first (a cache rebuilt). Readers of a
+    replaced folder must tolerate its absence for that moment; a live pointer that switches
+    between folders (``indexer.index_files``'s ``CURRENT``) never needs ``replace``.
+    """
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            fsync_file(path)
+    if replace:
+        shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+    return target
+
+
+@contextmanager
+def atomic_folder(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; on a clean exit it becomes ``target``
+    (``publish_folder``); on an exception it is removed and ``target`` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target, suffix="tmpdir")
+    tmp.mkdir()
+    try:
+        yield tmp
+        publish_folder(tmp, target, replace=replace)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -6,25 +6,21 @@
 - ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX; about 3x fp32 in
   ``bench/bench_encode.py``), else fp32. ``amp`` ("mixed precision", training's old word) means
   the same.
+
+The words themselves (``PRECISIONS``, ``ALIASES``) live in ``common.vocabulary``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+
+import torch
 
 from common.errors import TuwenError
-
-if TYPE_CHECKING:  # torch is imported where it is used: the CLI's parser reads PRECISIONS only
-    import torch
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ALIASES = {"amp": "auto"}  # "mixed precision": training's word for auto before the two met
+from common.vocabulary import PRECISIONS, canonical_precision
 
 
 def cpu_supports_bf16() -> bool:
-    import torch
-
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
 
@@ -34,17 +30,13 @@ def cpu_supports_vnni() -> bool:
 
     Without them int8 inference is emulated and runs slower than fp32 (bench/RESULTS.md, Backends).
     """
-    import torch
-
     probe = getattr(torch.cpu, "_is_vnni_supported", None)
     return bool(probe and probe()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: 0)())
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` (or its alias) made concrete for ``device``: one of fp32, bf16, fp16."""
-    import torch
-
-    precision = ALIASES.get(precision, precision)
+    precision = canonical_precision(precision)
     if precision not in PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     device_type = torch.device(device).type
@@ -59,8 +51,6 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 def autocast(precision: str, device: torch.device | str):
     """The autocast context for a resolved precision (a no-op for fp32)."""
-    import torch
-
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from common.errors import TuwenError
+from common.files import write_json_atomic
 
 RUN_CONFIG = "config.json"
 
@@ -29,6 +30,6 @@ def read_run_config(checkpoint: str | Path) -> dict:
 
 
 def write_run_config(folder: Path, config: dict) -> Path:
-    path = Path(folder) / RUN_CONFIG
-    path.write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
-    return path
+    """Replace the run's ``config.json`` atomically: a reader (``tuwen eval``, the service) never
+    sees half of it, and a crash leaves the previous one."""
+    return write_json_atomic(Path(folder) / RUN_CONFIG, config)

@@ -45,7 +45,7 @@ def model_threads(workers: int, requested: int | None = None) -> int:
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` intra-op threads, then restore the previous count."""
-    import torch
+    import torch  # heavy, for this helper only: ingest's check workers import this module torch-free
 
     previous = torch.get_num_threads()
     torch.set_num_threads(n)

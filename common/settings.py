@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from common.vocabulary import Backend, EncodePrecision
 
 DEFAULT_HOME = Path("~/.tuwen")
 
@@ -21,10 +23,10 @@ class Settings(BaseSettings):
     # Query encoding in the service: "auto" = bf16 images / fp32 texts on CPUs with native bf16,
     # fp16 on CUDA. "bf16" also runs texts in bf16: ~2x faster single queries, cosine 0.9998 to fp32
     # but below the top-5 overlap bar in one bench run (bench/RESULTS.md).
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    precision: EncodePrecision = "auto"
     # Inference backend for encoding (common.backend): auto = OpenVINO on x86 CPUs when installed,
     # PyTorch on CUDA unless ONNX Runtime's CUDA provider is there. int8 precision needs onnx|openvino.
-    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    backend: Backend = "auto"
     # Concurrent text queries that miss the cache share one tower call (app/core/encoding.py): the
     # first waits up to this long for others, only while other queries are in flight.
     query_batch_window_ms: float = 2.0

@@ -1,8 +1,8 @@
 """``tuwen index``: encode candidates and queries from the store into a new index generation.
 
 A short composition of the stages in ``indexer.encode``: the reader's four competition sets,
-an ``EncodeMapper`` for ``model``, and a ``GenerationWriter`` on ``$TUWEN_HOME/index``, driven
-by a runner (``run_local`` unless another engine is passed).
+an ``EncodeMapper`` built from the ``EncodeOptions``, and a ``GenerationWriter`` on
+``$TUWEN_HOME/index``, driven by a runner (``run_local``, or Ray with ``options.ray``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.settings import Settings
-from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
+from indexer.encode.mapper import EncodeMapper
+from indexer.encode.options import EncodeOptions
+from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import competition_sets
-from indexer.encode.runner import Runner, build_generation, run_local
+from indexer.encode.runner import Runner, build_generation
 
 log = logging.getLogger(__name__)
 
@@ -22,33 +25,24 @@ log = logging.getLogger(__name__)
 def index_corpus(
     *,
     settings: Settings,
-    model: str,
-    precision: str = "auto",
-    backend: str | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    workers: int | None = None,
+    options: EncodeOptions | None = None,
     index_factory: str | None = None,
-    progress: bool = True,
     echo: Callable[[str], None] | None = None,
-    runner: Runner = run_local,
+    runner: Runner | None = None,
+    **encode: Any,
 ) -> Path:
-    """Encode the ingested corpus with ``model`` and publish it as the live index generation.
+    """Encode the ingested corpus as ``options`` say and publish it as the live index generation.
 
-    ``backend``: torch | onnx | openvino | auto (default: ``settings.backend``); int8 calibrates on a
-    sample of the candidates being indexed.
+    ``options``: an ``EncodeOptions`` (the CLI builds one); its fields may also be given as keyword
+    arguments (``index_corpus(settings=s, model="tiny", workers=0)``), which replace those of
+    ``options``. ``backend`` None takes ``settings.backend``; int8 calibrates on a sample of the
+    candidates being indexed. ``runner``: default ``runner_for(options.ray)`` (this process, or Ray).
     """
+    options = EncodeOptions.of(options, **encode)
+    runner = runner or runner_for(options.ray)
     say = echo or log.info
     sets = competition_sets(settings, say)
-    mapper = EncodeMapper.for_sets(
-        sets,
-        settings=settings,
-        model=model,
-        precision=precision,
-        backend=backend,
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
+    mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
     final, counts = build_generation(
         sets, mapper=mapper, root=settings.index_dir, runner=runner, say=say, index_factory=index_factory
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from common.console import say
-from indexer.cli import add_encode_options
+from indexer.encode.options import EncodeOptions, add_encode_options
 
 
 def _settings(args):
@@ -53,18 +53,9 @@ def _encode(args) -> int:
     from indexer.corpus_encode import encode_corpus
     from indexer.encode.ray_runner import runner_for
 
-    runner = runner_for(args.ray)  # checks a --ray address before any work
-    encode_corpus(
-        settings=_settings(args),
-        name=args.name,
-        model=args.model,
-        precision=args.precision,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        echo=say,
-        runner=runner,
-    )
+    options = EncodeOptions.from_args(args)
+    runner = runner_for(options.ray)  # checks a --ray address before any work
+    encode_corpus(settings=_settings(args), name=args.name, options=options, echo=say, runner=runner)
     return 0
 
 

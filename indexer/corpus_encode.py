@@ -13,14 +13,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
 from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
-from indexer.encode.mapper import DEFAULT_BATCH, EncodeMapper
+from indexer.encode.mapper import EncodeMapper
+from indexer.encode.options import EncodeOptions
+from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeRow, EncodeSet
-from indexer.encode.runner import Runner, build_generation, run_local
+from indexer.encode.runner import Runner, build_generation
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +45,21 @@ def encode_corpus(
     *,
     settings: Settings,
     name: str,
-    model: str,
-    precision: str = "auto",
-    backend: str | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    workers: int | None = None,
-    progress: bool = True,
+    options: EncodeOptions | None = None,
     echo: Callable[[str], None] | None = None,
-    runner: Runner = run_local,
+    runner: Runner | None = None,
+    **encode: Any,
 ) -> Path:
-    """Encode corpus ``name`` with ``model`` and publish it as the corpus's live generation."""
+    """Encode corpus ``name`` as ``options`` say (or their fields as keyword arguments, as for
+    ``index_corpus``) and publish it as the corpus's live generation."""
+    options = EncodeOptions.of(options, **encode)
+    runner = runner or runner_for(options.ray)
     say = echo or log.info
     items = load_items(settings=settings, name=name)
     sets = corpus_sets(items)
     if not sets:
         raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
-    mapper = EncodeMapper.for_sets(
-        sets,
-        settings=settings,
-        model=model,
-        precision=precision,
-        backend=backend,
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
+    mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
     source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
     final, written = build_generation(
         sets, mapper=mapper, root=corpus_dir(settings, name), runner=runner, say=say, source=source

@@ -3,30 +3,28 @@ renamed into place (the rules themselves live in ``indexer.results``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from common.errors import TuwenError
+from common.files import atomic_path
 from common.settings import Settings
 from indexer.index_files import LoadedIndex, load_current
 from indexer.results import TASKS, TOP_K, Task, csv_chunks, has_task, validate_result
 
 
 def write_result(loaded: LoadedIndex, task: Task, out_dir: Path) -> Path:
-    """Write and validate one result file, then rename it into place."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / task.filename
-    tmp = out_dir / f".{task.filename}.tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        for chunk in csv_chunks(loaded, task):
-            fh.write(chunk)
-    validate_result(
-        tmp,
-        task=task,
-        query_ids=loaded.sets[task.queries].ids,
-        candidate_ids=loaded.sets[task.candidates].ids,
-    )
-    os.replace(tmp, target)
+    """Write and validate one result file, then rename it into place (a failed check leaves the old one)."""
+    target = Path(out_dir) / task.filename
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            for chunk in csv_chunks(loaded, task):
+                fh.write(chunk)
+        validate_result(
+            tmp,
+            task=task,
+            query_ids=loaded.sets[task.queries].ids,
+            candidate_ids=loaded.sets[task.candidates].ids,
+        )
     return target
 
 

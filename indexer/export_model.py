@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from common.backend import ENCODE_PRECISIONS
+from common.console import say
 from common.errors import TuwenError
-from common.settings import Settings
+from common.settings import Settings, get_settings
+from common.vocabulary import EXPORT_PRECISIONS
 from indexer import store
 from models.backends.export import FORMATS, Calibration, ensure_converted, export_towers, sample_calibration
 from models.factory import create_model_and_transforms
@@ -15,22 +16,18 @@ from models.factory import create_model_and_transforms
 
 def corpus_calibration(*, settings: Settings) -> Calibration:
     """A sample of the ingested corpus (candidate and training images, candidate and training captions)."""
-    engine = store.make_engine(settings.store_url)
-    try:
-        with store.transaction(engine) as session:
-            images = [
-                r.path
-                for collection in (store.IMAGE_CANDIDATES, store.TRAIN_IMAGES)
-                for r in store.list_images(session, collection=collection)
-                if r.status == store.STATUS_OK and r.path
-            ]
-            texts = [
-                r.caption
-                for collection in (store.TEXT_CANDIDATES, store.TEXT_QUERIES)
-                for r in store.list_texts(session, collection=collection)
-            ]
-    finally:
-        engine.dispose()
+    with store.open_store(settings.store_url) as session:
+        images = [
+            r.path
+            for collection in (store.IMAGE_CANDIDATES, store.TRAIN_IMAGES)
+            for r in store.list_images(session, collection=collection)
+            if r.status == store.STATUS_OK and r.path
+        ]
+        texts = [
+            r.caption
+            for collection in (store.TEXT_CANDIDATES, store.TEXT_QUERIES)
+            for r in store.list_texts(session, collection=collection)
+        ]
     if not images or not texts:
         raise TuwenError(
             f"int8 calibrates on the corpus's images and captions, and the store at {settings.store_url} "
@@ -51,7 +48,7 @@ def export_model(
     """Export ``model``'s towers; into ``out``, or into (and reused from) ``$TUWEN_HOME/converted``."""
     if fmt not in FORMATS:
         raise TuwenError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if precision not in ("fp32", "int8"):
+    if precision not in EXPORT_PRECISIONS:
         raise TuwenError(
             f"--precision for an export is fp32 or int8 (bf16 is chosen at run time), not {precision}"
         )
@@ -80,7 +77,7 @@ def register(sub, *, common) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=[p for p in ENCODE_PRECISIONS if p in ("fp32", "int8")],
+        choices=EXPORT_PRECISIONS,
         help="int8: NNCF post-training quantization calibrated on the ingested corpus",
     )
     p.add_argument("--out", type=Path, help="folder to write (default: the cache in $TUWEN_HOME/converted)")
@@ -88,9 +85,6 @@ def register(sub, *, common) -> None:
 
 
 def _export_model(args) -> int:
-    from common.console import say
-    from common.settings import get_settings
-
     path = export_model(
         settings=get_settings(args.home),
         model=args.model,

@@ -2,7 +2,7 @@
 
 Layout under ``$TUWEN_HOME/index``::
 
-    CURRENT                      name of the live generation (replaced with os.replace)
+    CURRENT                      name of the live generation (replaced atomically: common.files)
     gen-<time to the µs>-<rand>/
         manifest.json            ``indexer.manifest.Manifest``: model, sets, counts, index types
         <set>.npy, <set>.ids.json    vectors (float32, row i = id i) of each set; for the
@@ -19,7 +19,6 @@ same layout under any root folder, and ``load_current`` reads it back.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import uuid
@@ -30,6 +29,7 @@ import faiss
 import numpy as np
 
 from common.errors import TuwenError
+from common.files import publish_folder, write_atomic
 from indexer import store
 from indexer.manifest import MANIFEST_FILE, Manifest
 
@@ -59,13 +59,8 @@ def save_faiss(folder: Path, name: str, index: faiss.Index) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
+    # Inside a generation's temporary folder, which ``publish_folder`` fsyncs and renames whole.
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def publish_generation(index_dir: Path, tmp_dir: Path, manifest: Manifest | dict) -> Path:
@@ -73,16 +68,10 @@ def publish_generation(index_dir: Path, tmp_dir: Path, manifest: Manifest | dict
     manifest = Manifest.parse(manifest)
     manifest = manifest.model_copy(update={"created_at": manifest.created_at or time.time()})
     manifest.write(tmp_dir)
-    _fsync_tree(tmp_dir)
     name = generation_name()
-    final = index_dir / name
     previous = current_generation_name(index_dir)
-    os.replace(tmp_dir, final)
-    pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
-    pointer.write_text(name)
-    with open(pointer, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(pointer, index_dir / CURRENT)
+    final = publish_folder(tmp_dir, index_dir / name)  # its files fsynced, then renamed
+    write_atomic(index_dir / CURRENT, name)
     prune_generations(index_dir, keep={name, previous})
     return final
 

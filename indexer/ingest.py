@@ -217,13 +217,9 @@ def ingest(
                 _read_query_part(part, parts[part], names, report, workers=workers, progress=progress)
             )
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = store.make_engine(settings.store_url)
-    try:
-        with store.transaction(engine) as session:
-            for write in writes:
-                write(session)
-    finally:
-        engine.dispose()
+    with store.open_store(settings.store_url) as session:
+        for write in writes:
+            write(session)
     for absent in sorted({"附件1", "附件2", "附件3"} - set(parts)):
         report.warnings.append(f"{root / absent} not found: its data in the store is unchanged")
     if echo:

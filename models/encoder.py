@@ -180,27 +180,45 @@ class Encoder:
 
 
 def open_encoder(
+    model: str | LoadedModel,
     *,
-    model: str,
-    settings: Settings,
-    backend: str | None = None,
+    settings: Settings | None = None,
+    device: str | None = None,
+    weights_dir: str | Path | None = None,
     precision: str | None = None,
+    backend: str | None = None,
+    cache_dir: str | Path | None = None,
     calibration: Calibration | None = None,
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
+    release_torch: bool = False,
 ) -> Encoder:
-    """The one way commands get an encoder: ``model`` on ``backend`` at ``precision``.
+    """The one way to get an encoder: ``model`` (a spec, or a model already loaded) on ``backend``
+    at ``precision``.
 
-    ``None`` takes the settings' value (``TUWEN_BACKEND``, ``TUWEN_PRECISION``; both default to
-    auto, see ``common.backend``). Converted towers are cached in ``settings.converted_dir``.
+    Each of ``device``, ``weights_dir``, ``precision``, ``backend`` and ``cache_dir`` is the argument
+    when given, else the settings' value (``TUWEN_DEVICE``, ``$TUWEN_HOME/weights``,
+    ``TUWEN_PRECISION``, ``TUWEN_BACKEND``, ``$TUWEN_HOME/converted``), else without settings the
+    ``Encoder``'s own default (the model as loaded: torch at auto precision, nothing cached).
+    ``release_torch``: drop the PyTorch weights once an exported backend holds its own (a server).
     """
-    loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        loaded = create_model_and_transforms(
+            model,
+            device=device or (settings.device if settings else None),
+            weights_dir=weights_dir or (settings.weights_dir if settings else None),
+        )
+    if cache_dir is None and settings is not None:
+        cache_dir = settings.converted_dir
     return Encoder(
         loaded,
-        precision=precision or settings.precision,
-        backend=backend or settings.backend,
-        cache_dir=settings.converted_dir,
+        precision=precision or (settings.precision if settings else "auto"),
+        backend=backend or (settings.backend if settings else "torch"),
+        cache_dir=None if cache_dir is None else Path(cache_dir),
         calibration=calibration,
         threads=threads,
         echo=echo,
+        release_torch=release_torch,
     )

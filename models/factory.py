@@ -105,7 +105,7 @@ def official_weights(arch: ArchSpec, *, weights_dir: str | Path | None) -> Path:
         return target
     if os.environ.get("HF_HUB_OFFLINE") not in {"1", "true", "TRUE"}:
         try:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download  # only to download missing weights
 
             folder.mkdir(parents=True, exist_ok=True)
             log.info("downloading %s/%s into %s", HF_ORG, arch.hf_repo, folder)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from common.settings import Settings
-from indexer.demo_corpus import generate_demo_corpus
+from tuwen.demo.corpus import generate_demo_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 POSTGRES_URL = os.environ.get("TUWEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

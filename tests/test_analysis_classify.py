@@ -123,13 +123,13 @@ def test_bad_parameters_name_what_is_wrong(tmp_path, overrides, message):
 
 
 def demo_fusion_data(n: int = 800) -> CorpusData:
-    """The demo fusion corpus (``indexer.demo_series``), drawn and encoded by the ``tiny`` model."""
+    """The demo fusion corpus (``tuwen.demo.series``), drawn and encoded by the ``tiny`` model."""
     import random
 
-    from indexer.demo_corpus import draw_item
-    from indexer.demo_series import fusion_rows
     from models.encoder import Encoder
     from models.factory import create_model_and_transforms
+    from tuwen.demo.corpus import draw_item
+    from tuwen.demo.series import fusion_rows
 
     rows = fusion_rows(seed=0, n=n)
     encoder = Encoder(create_model_and_transforms("tiny", device="cpu"), precision="fp32")

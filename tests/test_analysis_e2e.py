@@ -1,4 +1,4 @@
-"""The studies end to end on the demo posts (``indexer.demo_posts``) embedded by the ``tiny`` model:
+"""The studies end to end on the demo posts (``tuwen.demo.posts``) embedded by the ``tiny`` model:
 first straight from the encoder, then through the store as a user runs them
 (``corpus add`` → ``corpus encode`` → ``analyze clusters`` / ``analyze alignment``)."""
 
@@ -14,7 +14,7 @@ from analysis.alignment import run_alignment
 from analysis.clusters import ClusterOptions
 from analysis.clusters_report import run_clusters
 from analysis.data import CorpusData
-from indexer.demo_posts import RISING, generate_demo_posts
+from tuwen.demo.posts import RISING, generate_demo_posts
 
 pytestmark = pytest.mark.slow
 # The untrained tiny model's text tower separates the garment words of the captions; its image

@@ -196,13 +196,13 @@ def test_tfidf_is_fitted_on_training_periods_only():
 
 
 def demo_series_data(*, days: int = 365, images: bool = False) -> CorpusData:
-    """The demo trend series (``indexer.demo_series``) with captions encoded by the ``tiny`` model."""
+    """The demo trend series (``tuwen.demo.series``) with captions encoded by the ``tiny`` model."""
     import random
 
-    from indexer.demo_corpus import draw_item
-    from indexer.demo_series import trend_rows
     from models.encoder import Encoder
     from models.factory import create_model_and_transforms
+    from tuwen.demo.corpus import draw_item
+    from tuwen.demo.series import trend_rows
 
     rows = trend_rows(seed=0, days=days)
     n = len(rows)

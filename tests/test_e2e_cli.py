@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.demo_corpus import generate_demo_corpus
+from tuwen.demo.corpus import generate_demo_corpus
 
 TUWEN = str(Path(sys.executable).parent / "tuwen")
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from common.backend import BACKENDS, ENCODE_PRECISIONS
+from common.vocabulary import ALIASES, BACKENDS, ENCODE_PRECISIONS, PRECISIONS
 
 # Defaults of ``tuwen train``; on --resume the run's config.json replaces them, flags still win.
 TRAIN_DEFAULTS = {
@@ -53,7 +53,7 @@ def _register_train(sub, *, common) -> None:
     p.add_argument("--accum-freq", type=int, help="micro-batches per step, all of them negatives; default 1")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16", "amp"],
+        choices=[*PRECISIONS, *ALIASES],
         help="default auto (fp16 + GradScaler on CUDA, bf16 on CPUs that have it); amp = auto",
     )
     p.add_argument("--val-fraction", type=float, help="share of images held out for validation; 0.1")

@@ -1,17 +1,29 @@
 """``tuwen``: the one console script. Each subcommand calls a plain function of the same name.
 
-Subcommands are registered by the package that owns them (``register(subparsers)``), so this
-module stays import-light and the service never pulls in training code.
+Subcommands are registered by the package that owns them (``register(subparsers)``), so the
+service's package never pulls in training code; ``demo`` and ``demo-data`` are the roof's own
+(``tuwen.demo``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from analysis.cli import register as register_analysis
+from app.cli import register as register_service
 from common.errors import TuwenError
+from common.settings import get_settings
+from indexer.cli import register as register_indexer
+from indexer.export_model import register as register_export_model
+from training.cli import register as register_training
+from tuwen.demo.corpus import generate_demo_corpus
+from tuwen.demo.posts import generate_demo_posts
+from tuwen.demo.run import run_demo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -21,15 +33,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis.cli import register as register_analysis
-    from app.cli import register as register_service
-    from indexer.cli import register as register_indexer
-    from indexer.export_model import register as register_export_model
-    from training.cli import register as register_training
-
     parser = argparse.ArgumentParser(prog="tuwen", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo_data(sub)
     for register in (
         register_indexer,
         register_export_model,
@@ -49,10 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(args) -> int:
-    from common.settings import get_settings
-    from tuwen.demo import run_demo
+def _add_demo_data(sub) -> None:
+    p = sub.add_parser("demo-data", help="generate the synthetic demo corpus (附件 layout)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=1500, help="training pairs")
+    p.add_argument("--no-quirks", action="store_true", help="no missing/mislabelled files")
+    p.add_argument(
+        "--posts",
+        type=int,
+        default=0,
+        help="also N social posts for `tuwen corpus add` (OUT/posts/posts.jsonl)",
+    )
+    p.set_defaults(handler=_demo_data)
 
+
+def _demo_data(args) -> int:
+    summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train, quirks=not args.no_quirks)
+    if args.posts:
+        summary["posts"] = generate_demo_posts(args.out / "posts", seed=args.seed, n_posts=args.posts)
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _demo(args) -> int:
     run_demo(
         settings=get_settings(args.home),
         train=not args.no_train,

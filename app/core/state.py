@@ -34,8 +34,7 @@ from indexer.index_files import (
     load_generation,
 )
 from indexer.manifest import Manifest
-from models.encoder import Encoder
-from models.factory import create_model_and_transforms
+from models.encoder import open_encoder
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +165,8 @@ class ServiceState:
         else:
             if not spec:
                 raise TuwenError(f"{index.path}/manifest.json names no model_spec: rerun `tuwen index`")
-            loaded = create_model_and_transforms(
-                spec, device=self.settings.device, weights_dir=self.settings.weights_dir
-            )
-            encoder = Encoder(
-                loaded,
-                precision=self.settings.precision,
-                backend=self.settings.backend,
-                cache_dir=self.settings.converted_dir,
-                release_torch=True,
-            )
-            del loaded  # with an exported backend, the PyTorch weights are freed here
+            # release_torch: with an exported backend, the PyTorch weights are freed once loaded
+            encoder = open_encoder(spec, settings=self.settings, release_torch=True)
             log.info("query encoder: model %s, %s", encoder.model_id, encoder.describe())
             queries = QueryEncoder(
                 encoder,

@@ -1,8 +1,8 @@
 """Mapper: the encoding step, built from a model spec and plain (picklable) arguments.
 
 ``EncodeMapper(spec, precision=..., backend=..., device=..., weights_dir=..., batch_size=...,
-workers=...)`` loads the model once (``create_model_and_transforms`` + ``models.encoder.Encoder`` on
-the backend of ``common.backend``; converted towers cached in ``cache_dir``). Its
+workers=...)`` loads the model once (``models.encoder.open_encoder``, on the backend of
+``common.backend``; converted towers cached in ``cache_dir``). Its
 ``kwargs`` are exactly the arguments it was built from, so a distributed runner builds one per
 worker with ``EncodeMapper(**mapper.kwargs)`` and calls ``encode_sources`` on each batch of rows.
 """
@@ -17,12 +17,10 @@ import numpy as np
 
 from common.runtime import decode_workers, encode_threads
 from common.settings import Settings
+from indexer.encode.options import DEFAULT_BATCH, EncodeOptions
 from indexer.encode.reader import EncodeSet, Kind
 from models.backends import Calibration, sample_calibration
-from models.encoder import Encoder
-from models.factory import create_model_and_transforms
-
-DEFAULT_BATCH = 64
+from models.encoder import open_encoder
 
 
 class EncodeMapper:
@@ -54,12 +52,13 @@ class EncodeMapper:
             "workers": workers,
             "progress": progress,
         }
-        loaded = create_model_and_transforms(spec, device=self.kwargs["device"], weights_dir=weights_dir)
-        self.encoder = Encoder(
-            loaded,
+        self.encoder = open_encoder(
+            spec,
+            device=self.kwargs["device"],
+            weights_dir=weights_dir,
             precision=precision,
-            backend=backend,
-            cache_dir=None if cache_dir is None else Path(cache_dir),
+            backend="auto" if backend is None else backend,  # None asks for auto here, as it always did
+            cache_dir=cache_dir,
             calibration=calibration,
             threads=encode_threads(decode_workers(workers)),
         )
@@ -71,26 +70,22 @@ class EncodeMapper:
         sets: Sequence[EncodeSet],
         *,
         settings: Settings,
-        model: str,
-        precision: str = "auto",
-        backend: str | None = None,
-        batch_size: int = DEFAULT_BATCH,
-        workers: int | None = None,
-        progress: bool = False,
+        options: EncodeOptions,
     ) -> EncodeMapper:
-        """The mapper a command builds for ``sets``: the settings' device, weights folder, converted-
-        model cache and default backend; int8 calibrated on the images and captions of ``sets``."""
+        """The mapper a command builds for ``sets`` with its ``options``: the settings' device,
+        weights folder, converted-model cache and default backend; int8 calibrated on the images and
+        captions of ``sets``."""
         return cls(
-            model,
-            precision=precision,
-            backend=backend or settings.backend,
+            options.model,
+            precision=options.precision,
+            backend=options.backend or settings.backend,
             cache_dir=settings.converted_dir,
-            calibration=int8_calibration(sets) if precision == "int8" else None,
+            calibration=int8_calibration(sets) if options.precision == "int8" else None,
             device=settings.device,
             weights_dir=settings.weights_dir,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            progress=options.progress,
         )
 
     def encode(self, s: EncodeSet) -> tuple[np.ndarray, list[str]]:

@@ -33,12 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+import common
+import indexer
+import models
 from common.errors import TuwenError
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.reader import EncodeSet, Kind, Say
 from indexer.encode.runner import Runner, run_local, write_encoded
 from indexer.encode.writer import GenerationWriter
+from models.encoder import ImageFiles  # decode_images: the local path's per-file step, reused as is
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
@@ -84,7 +90,7 @@ class RayRunner:
                 write_encoded(s, *encoded[s.name], writer, say)
         finally:
             if started:
-                import ray
+                import ray  # optional (tuwen[ray]); only when --ray is given
 
                 ray.shutdown()
 
@@ -93,17 +99,13 @@ def connect(address: str) -> bool:
     """Connect this process to the cluster (unless already connected); True if this call did."""
     use_token_if_any()  # before `import ray`, which reads its auth mode once
     try:
-        import ray
+        import ray  # optional, and after use_token_if_any: ray reads its auth mode on import
     except ImportError as exc:
         raise TuwenError(RAY_MISSING) from exc
     if ray.is_initialized():
         return False
     if address != "auto":
         check_reachable(address)
-    import common
-    import indexer
-    import models
-
     try:  # the workers run this very code, whatever version a node has installed
         ray.init(
             address=address,
@@ -144,7 +146,7 @@ def check_reachable(address: str) -> None:
 
 
 def describe_cluster() -> str:
-    import ray
+    import ray  # optional (tuwen[ray]), as in every function below
 
     res = ray.cluster_resources()
     return f"{len(ray.nodes())} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU"
@@ -170,7 +172,6 @@ def encode_sets(
 ) -> list[tuple[np.ndarray, list[str]]]:
     """(vectors, errors) of each set, in row order, encoded by one Ray Data pipeline."""
     import ray
-    from tqdm import tqdm
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver shows one bar
     batch = int(mapper.kwargs["batch_size"])
@@ -215,8 +216,6 @@ def encode_sets(
 
 def decode_images(batch: dict[str, np.ndarray], *, preprocess, resolution: int) -> dict[str, np.ndarray]:
     """CPU task: decode and preprocess image files exactly as the local encoder's loader does."""
-    from models.encoder import ImageFiles  # the local path's per-file step, reused as is
-
     files = ImageFiles(list(batch["source"]), preprocess, resolution)
     decoded = [files[i] for i in range(len(files))]
     return {
@@ -235,8 +234,6 @@ class EncodeActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "pixels" in batch:  # decoded upstream: only the image tower runs here
-            import torch
-
             errors = np.asarray(batch["error"], dtype=object)
             with torch.inference_mode():
                 vectors = self.mapper.encoder.encode_pixels(torch.from_numpy(batch["pixels"]))

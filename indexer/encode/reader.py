@@ -88,15 +88,11 @@ def competition_sets(settings: Settings, say: Say) -> list[EncodeSet]:
     Candidate images that ingest found missing or unreadable are left out (with a message);
     a set with no rows is not returned.
     """
-    engine = store.make_engine(settings.store_url)
-    try:
-        with store.transaction(engine) as session:
-            cand_images = store.list_images(session, collection=store.IMAGE_CANDIDATES)
-            query_images = store.list_images(session, collection=store.IMAGE_QUERIES)
-            cand_texts = store.list_texts(session, collection=store.TEXT_CANDIDATES)
-            query_texts = store.list_texts(session, collection=store.TEXT_QUERIES)
-    finally:
-        engine.dispose()
+    with store.open_store(settings.store_url) as session:
+        cand_images = store.list_images(session, collection=store.IMAGE_CANDIDATES)
+        query_images = store.list_images(session, collection=store.IMAGE_QUERIES)
+        cand_texts = store.list_texts(session, collection=store.TEXT_CANDIDATES)
+        query_texts = store.list_texts(session, collection=store.TEXT_QUERIES)
     if not (cand_images or cand_texts):
         raise TuwenError(
             f"no candidates in the store at {settings.store_url}: run `tuwen ingest --root DIR` first"

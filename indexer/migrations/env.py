@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from indexer.store import Base
+from indexer.store.schema import Base
 
 config = context.config
 

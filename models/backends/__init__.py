@@ -21,6 +21,8 @@ from common.precision import cpu_supports_bf16, cpu_supports_vnni
 from common.runtime import available_cores
 from common.settings import get_settings
 from models.backends.export import Calibration, ensure_converted, sample_calibration
+from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
+from models.backends.torch_towers import TorchTowers
 from models.factory import LoadedModel
 
 __all__ = ["Calibration", "Towers", "open_towers", "sample_calibration"]
@@ -54,12 +56,8 @@ def open_towers(
     """
     name = resolve_backend(backend, device_type=loaded.device.type)
     if name == "torch":
-        from models.backends.torch_towers import TorchTowers
-
         resolve_backend_precision("torch", precision, cpu_bf16=False)  # refuses int8
         return TorchTowers(loaded, precision=precision or "auto")
-    from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
-
     image_precision, text_precision = resolve_backend_precision(name, precision, cpu_bf16=cpu_supports_bf16())
     if image_precision == "int8" and loaded.device.type == "cpu" and not cpu_supports_vnni():
         (echo or say)(

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,8 @@ import numpy as np
 import torch
 
 from common.errors import TuwenError
+from common.files import atomic_folder, write_json_atomic
+from common.vocabulary import EXPORT_PRECISIONS
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
@@ -154,16 +154,9 @@ def ensure_converted(
     meta = read_meta(path)
     if meta is not None and meta.get("model_id") == loaded.model_id:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
+    (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
+    with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
         export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -193,7 +186,7 @@ def export_towers(
     """Write both towers of ``loaded`` to ``out`` in ``fmt`` (``onnx`` or ``openvino``) with meta.json."""
     if fmt not in FORMATS:
         raise TuwenError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if precision not in ("fp32", "int8"):
+    if precision not in EXPORT_PRECISIONS:
         raise TuwenError(f"exported towers are fp32 or int8, not {precision} (bf16 is a runtime setting)")
     if precision == "int8" and calibration is None:
         raise TuwenError(
@@ -219,7 +212,7 @@ def export_towers(
         "files": {t: _tower_file(fmt, t) for t in TOWERS},
         "seconds": round(time.time() - started, 1),
     }
-    (out / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+    write_json_atomic(out / META, meta)  # last: an ``out`` with meta.json is complete
     return out
 
 
@@ -240,7 +233,7 @@ def _tower_file(fmt: str, tower: str) -> str:
 def _write_onnx(
     module: torch.nn.Module, tower: str, loaded: LoadedModel, out: Path, calibration: Calibration | None
 ) -> None:
-    import onnx
+    import onnx  # optional (tuwen[backends]): only when exporting to ONNX
 
     name = INPUTS[tower]
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -271,7 +264,7 @@ def _large(proto) -> bool:
 def _write_openvino(
     module: torch.nn.Module, tower: str, loaded: LoadedModel, out: Path, calibration: Calibration | None
 ) -> None:
-    import openvino as ov
+    import openvino as ov  # optional (tuwen[backends]): only when converting to OpenVINO
 
     example = _examples(loaded)[tower]
     shape = ov.PartialShape([-1, *example.shape[1:]] if tower == "image" else [-1, -1])
@@ -303,7 +296,7 @@ def calibration_samples(tower: str, loaded: LoadedModel, calibration: Calibratio
 
 
 def _quantize(model, tower: str, loaded: LoadedModel, calibration: Calibration):
-    import nncf
+    import nncf  # optional (tuwen[backends]) and slow to import: only for int8
 
     samples = list(calibration_samples(tower, loaded, calibration))
     if not samples:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import TuwenError
 from models.backends.export import INPUTS, TOWERS, check_stamp
 
 
@@ -16,7 +17,7 @@ class OnnxTowers:
     backend = "onnx"
 
     def __init__(self, folder: Path, *, model_id: str, threads: int, cuda: bool = False):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional (tuwen[backends]): only for --backend onnx
 
         meta = check_stamp(folder, model_id)
         options = ort.SessionOptions()
@@ -86,13 +87,11 @@ class OpenVinoTowers:
 @functools.cache
 def _openvino_core():
     """One OpenVINO Core per process: each Core owns plugins and thread pools."""
-    import openvino as ov
+    import openvino as ov  # optional (tuwen[backends]): only for --backend openvino
 
     return ov.Core()
 
 
 def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:
-    from common.errors import TuwenError
-
     if stamp != model_id:
         raise TuwenError(f"{path} was exported from model {stamp}, not {model_id}: export this model again")

@@ -7,6 +7,7 @@ import torch
 from cn_clip.clip.model import ModifiedResNet
 
 from common.precision import autocast, resolve_precision
+from common.vocabulary import canonical_precision
 from models.factory import LoadedModel
 
 
@@ -20,7 +21,7 @@ class TorchTowers:
         # Texts stay fp32 under "auto" on CPU: trimming the padding already makes them >= 3x the
         # README loop, and bf16 text embeddings missed the top-5 overlap bar (0.933 < 0.95 in one
         # of three bench_encode runs) although their cosine to fp32 was 0.9998.
-        cpu_auto = precision in ("auto", "amp") and self.device.type == "cpu"
+        cpu_auto = canonical_precision(precision) == "auto" and self.device.type == "cpu"
         self.text_precision = "fp32" if cpu_auto else self.image_precision
         # Convolutions (the whole RN50 tower, a ViT's patch embedding) run faster in NHWC on oneDNN.
         self._channels_last = isinstance(self.model.visual, ModifiedResNet)

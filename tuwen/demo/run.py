@@ -1,4 +1,4 @@
-"""``tuwen demo``: the whole product on the bundled synthetic corpus, in one command.
+"""``tuwen demo`` (``run_demo``): the whole product on the bundled synthetic corpus, in one command.
 
 Generate the corpus → ingest → fine-tune ``tiny`` → index → export result1/2.csv → report the
 held-out recall against the corpus's ground truth → the social posts corpus through ``corpus add``,
@@ -13,8 +13,26 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from analysis import load
+from analysis.alignment import run_alignment
+from analysis.classify import run_classify
+from analysis.clusters import ClusterOptions
+from analysis.clusters_report import run_clusters
+from analysis.load import load_corpus_data, report_dir
+from analysis.report import markdown_table
+from analysis.trend import run_trend
+from app.cli import serve as serve_app
 from common.console import say as _say
 from common.settings import Settings
+from indexer.build import index_corpus
+from indexer.corpus_add import add_corpus
+from indexer.corpus_encode import encode_corpus
+from indexer.export import export_results
+from indexer.ingest import ingest
+from tuwen.demo.corpus import generate_demo_corpus
+from tuwen.demo.posts import generate_demo_posts
+from tuwen.demo.series import generate_demo_series
+from tuwen.demo.training import train_demo_model
 
 
 def held_out_recall(result_csv: Path, relevant: dict[str, list[str]], k: int = 5) -> float:
@@ -39,11 +57,6 @@ def run_demo(
     say: Callable[[str], None] = _say,
 ) -> dict:
     """Run every stage on the demo corpus under ``settings.home_dir``; returns the figures."""
-    from indexer.build import index_corpus
-    from indexer.demo_corpus import generate_demo_corpus
-    from indexer.export import export_results
-    from indexer.ingest import ingest
-
     home = settings.home_dir
     data = home / "demo-data"
     started = time.perf_counter()
@@ -57,8 +70,6 @@ def run_demo(
     ingest(root=data, settings=settings, echo=say)
     model = "tiny"
     if train:
-        from training.demo import train_demo_model
-
         say("[3/7] fine-tuning tiny on the training pairs (附件1)")
         model = str(train_demo_model(settings=settings, out=home / "runs" / "demo", epochs=train_epochs))
     else:
@@ -83,8 +94,6 @@ def run_demo(
     say(f"[6/7] the demo series: corpus add, corpus encode with {model}, analyze trend and classify")
     figures["supervised"] = supervised_demo(settings=settings, model=model, say=say)
     if serve:
-        from app.cli import serve as serve_app
-
         say(f"[7/7] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
         serve_app(settings=settings, host=host, port=port)
     return figures
@@ -96,12 +105,6 @@ def analysis_demo(
     """The social-posts corpus (a garment rising month by month) added, encoded and studied;
     returns {study: its index.html}. Captions are clustered always; images too when ``model`` was
     fine-tuned (an untrained tiny image tower does not tell the garments apart)."""
-    from analysis.alignment import run_alignment
-    from analysis.clusters import ClusterOptions
-    from analysis.clusters_report import run_clusters
-    from analysis.load import load_corpus_data, report_dir
-    from indexer.demo_posts import generate_demo_posts
-
     posts = settings.home_dir / "demo-posts"
     if not (posts / "posts.jsonl").is_file():
         generate_demo_posts(posts)
@@ -123,23 +126,14 @@ def _add_and_encode(
     *, settings: Settings, file: Path, model: str, say: Callable[[str], None], name: str = "posts"
 ) -> None:
     """``tuwen corpus add NAME FILE`` and ``tuwen corpus encode NAME --model MODEL``."""
-    from indexer.corpus_add import add_corpus
-    from indexer.corpus_encode import encode_corpus
-
     add_corpus(settings=settings, name=name, file=file, echo=say)
     encode_corpus(settings=settings, name=name, model=model, echo=say)
 
 
 def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None] = _say) -> dict:
-    """``indexer.demo_series``'s two corpora added, encoded with ``model`` and studied by
+    """``tuwen.demo.series``'s two corpora added, encoded with ``model`` and studied by
     ``analyze trend`` (the planted rise of dresses) and ``analyze classify`` (image + caption);
     prints both tables on stdout and returns {study: report.json}."""
-    from analysis import load
-    from analysis.classify import run_classify
-    from analysis.report import markdown_table
-    from analysis.trend import run_trend
-    from indexer.demo_series import generate_demo_series
-
     folder = settings.home_dir / "demo-series"
     files = {"trend": folder / "trend.jsonl", "fusion": folder / "fusion.jsonl"}
     if not all(f.is_file() for f in files.values()):

@@ -3,7 +3,7 @@
 ``posts.jsonl`` beside ``images/``: one post a line with ``id``, ``image``, ``caption`` (a title, a
 date like ``05-17`` and ``#hashtags``), ``time`` (an ISO date over twelve months) and attributes
 ``likes`` (int), ``category`` (string) and ``garment`` (the planted truth). The pictures are the
-demo corpus's garments (``indexer.demo_corpus.draw_item``).
+demo corpus's garments (``tuwen.demo.corpus.draw_item``).
 
 Planted structure, for the tests and the demo to recover: each garment is a style; the share of
 ``RISING`` (连衣裙) rises month by month from about 5 % to about 45 % while the others share the rest
@@ -17,7 +17,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from indexer.demo_corpus import COLOURS, GARMENTS, PATTERNS, Item, draw_item
+from tuwen.demo.corpus import COLOURS, GARMENTS, PATTERNS, Item, draw_item
 
 RISING = "连衣裙"
 CATEGORIES = {

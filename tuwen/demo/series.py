@@ -1,5 +1,5 @@
 """Two small JSONL corpora (captions, images, attributes) with structure planted for the
-supervised studies, drawn with the demo corpus's garments (``indexer.demo_corpus``).
+supervised studies, drawn with the demo corpus's garments (``tuwen.demo.corpus``).
 
 ``trend.jsonl`` — a day-by-day series for ``analyze trend``: ``posts_per_day`` posts a day over
 ``days`` days, field ``day`` as ``time``. Each day draws its share of dresses (连衣裙) at random,
@@ -26,7 +26,7 @@ import json
 import random
 from pathlib import Path
 
-from indexer.demo_corpus import COLOURS, GARMENTS, PATTERNS, Item, caption, draw_item
+from tuwen.demo.corpus import COLOURS, GARMENTS, PATTERNS, Item, caption, draw_item
 
 TREND_STYLE = "连衣裙"
 FUSION_POSITIVE_GARMENTS = ("连衣裙", "半身裙", "帽子")
