@@ -33,7 +33,7 @@ API (``from indexer.collection import ...``)::
     Delta(ids: list[str], vectors (m, d) float32, columns: Columns,
           hidden_base_ids: set[str] = set())           # ids: of the vector rows; columns: every
                                                        # delta item (shadows its base version)
-    SegmentSearch(base: Segment | None, delta: Delta | None = None)
+    SegmentSearch(base: Segment | None, delta: Delta | None = None, *, planner: Planner | None = None)
         .search(query (d,), *, k: int = 10, offset: int = 0,
                 where: Filter | Callable[[Columns], mask] | None = None) -> SearchPage
         .search_item(item_id: str, *, k=10, offset=0, where=None) -> SearchPage
@@ -42,7 +42,33 @@ API (``from indexer.collection import ...``)::
         .with_delta(delta: Delta | None) -> SegmentSearch   # same base, cached state reused
         .item_row(item_id) -> dict | None                  # the live version of one item
     SearchPage(results: list[Hit], next_offset: int | None, total: int, plan: str)
+        # total: live items passing the filter; plan: "index" | "filtered-index" | "brute" |
+        # "...+fallback" | "delta" (how the base was searched: log it, show it in /debug)
     Hit(id: str, score: float, segment: "base" | "delta", position: int, row: dict)
+        # position: the item's row in that segment's columns; row: Columns.row(position)
+    Planner(brute_cost=BRUTE_COST, force=None, ivf_exponent=..., hnsw_factor=..., margin=10)
+
+The service builds one ``SegmentSearch`` per (corpus, target) when it loads a generation, and a
+new one with ``with_delta`` whenever its delta changes (cheap: the base's id maps are cached on
+the ``Segment``). A search is read-only: one instance may serve concurrent requests.
 
 Semantics: see each module's docstring (missing values, tie-breaking, the planner).
 """
+
+from indexer.collection.columns import Columns
+from indexer.collection.filters import Condition, Filter, FilterError, parse_where
+from indexer.collection.search import Delta, Hit, Planner, SearchPage, Segment, SegmentSearch
+
+__all__ = [
+    "Columns",
+    "Condition",
+    "Delta",
+    "Filter",
+    "FilterError",
+    "Hit",
+    "Planner",
+    "SearchPage",
+    "Segment",
+    "SegmentSearch",
+    "parse_where",
+]
