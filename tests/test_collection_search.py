@@ -143,7 +143,9 @@ def test_equal_scores_are_ordered_by_id_on_every_path(data):
 # --- approximate indexes -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["IVF128,Flat", "HNSW32,Flat"])
+@pytest.fixture(
+    scope="module", params=["IVF128_HNSW32,Flat", "HNSW32,Flat"]
+)  # IVF as faiss_factory builds it
 def approximate(request, data):
     index, _ = build_index(data.vectors, factory=request.param)
     return request.param, Segment(data.vectors, index, data.columns)

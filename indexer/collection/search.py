@@ -179,10 +179,6 @@ class _Found:
     total: int
     plan: str
 
-    @classmethod
-    def empty(cls, total: int = 0, plan: str = "none") -> _Found:
-        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64), total, plan)
-
 
 class SegmentSearch:
     """Searches one base segment and its delta; immutable (``with_delta`` for a new delta)."""
