@@ -257,6 +257,11 @@ def test_bad_wheres_name_the_field_and_list_the_fields(where, field, message):
     assert "price (float)" in str(error) and isinstance(error, ValueError)
 
 
+def test_an_unknown_field_suggests_a_close_one():
+    with pytest.raises(FilterError, match="did you mean 'price'"):
+        parse_where({"prise": {"lt": 3}}, fields=FIELDS, time_kind=None)
+
+
 def test_time_is_unknown_without_times_and_an_int_in_int_time_corpora():
     with pytest.raises(FilterError, match="unknown field 'time'") as caught:
         parse_where({"time": {"gte": 3}}, fields=FIELDS, time_kind=None)

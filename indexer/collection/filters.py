@@ -26,6 +26,7 @@ message, known fields): the service turns it into a 422. Nothing here builds SQL
 from __future__ import annotations
 
 import bisect
+import difflib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,7 +184,9 @@ def parse_where(where: Any, *, fields: dict[str, str], time_kind: str | None) ->
     conditions = []
     for name, spec in where.items():
         if name not in known:
-            raise FilterError(name, f"unknown field {name!r}", known)
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FilterError(name, f"unknown field {name!r}{hint}", known)
         for op, operand in _operations(name, spec, known):
             conditions.append(Condition(name, known[name], op, _operand(name, known, op, operand)))
     return Filter(tuple(conditions))
