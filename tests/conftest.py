@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -106,12 +107,21 @@ def database_url(request, tmp_path) -> str:
     _drop_schema(base_url, schema)
 
 
-@pytest.fixture(scope="module")
-def built_settings(small_corpus, tmp_path_factory) -> Settings:
-    """Settings of a home with the small corpus ingested and indexed with ``tiny`` (built once)."""
-    from test_service_fixtures import shared_build
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of the home folder ``source`` at ``target`` (store, index generations, converted models):
+    far cheaper than ingesting and building again. SQLite's ``-shm`` is left behind (rebuilt on open)."""
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*-shm"))
+    return target
 
-    return shared_build(small_corpus, tmp_path_factory)
+
+@pytest.fixture(scope="session")
+def built_settings(small_corpus, tmp_path_factory) -> Settings:
+    """Settings of a home with the small corpus ingested and indexed with ``tiny``, built once per
+    session and shared read-only; a test that changes a built home works on a copy
+    (``test_service_fixtures.built_copy``)."""
+    from test_service_fixtures import build_home
+
+    return build_home(tmp_path_factory.mktemp("api-home"), small_corpus[0])
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +146,20 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def ingested(small_corpus, tmp_path_factory) -> Settings:
-    """Settings of a home with the small corpus ingested (no index)."""
+@pytest.fixture(scope="session")
+def ingested_home(small_corpus, tmp_path_factory) -> Path:
+    """The home folder of one ingest of the small corpus (no index), made once per session; tests
+    use the ``ingested`` fixture, a copy of it."""
     from indexer.ingest import ingest
 
     root, _ = small_corpus
-    settings = Settings(home=tmp_path_factory.mktemp("ingested-home"))
+    settings = Settings(home=tmp_path_factory.mktemp("ingested-once"))
     ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
-    return settings
+    return settings.home
+
+
+@pytest.fixture(scope="module")
+def ingested(ingested_home, tmp_path_factory) -> Settings:
+    """Settings of a home with the small corpus ingested (no index): each module gets its own copy,
+    so a module that builds indexes or encodes collections in it changes no other module's."""
+    return Settings(home=copy_home(ingested_home, tmp_path_factory.mktemp("ingested-home")))
