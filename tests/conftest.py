@@ -147,14 +147,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def ingested_home(small_corpus, tmp_path_factory) -> Path:
+def ingested_home(small_corpus, built_settings, tmp_path_factory) -> Path:
     """The home folder of one ingest of the small corpus (no index), made once per session; tests
-    use the ``ingested`` fixture, a copy of it."""
+    use the ``ingested`` fixture, a copy of it. It holds ``tiny``'s converted towers (from the
+    session's build), so no module that indexes or encodes with ``tiny`` converts them again."""
     from indexer.ingest import ingest
 
     root, _ = small_corpus
     settings = Settings(home=tmp_path_factory.mktemp("ingested-once"))
     ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
+    copy_home(built_settings.converted_dir, settings.converted_dir)
     return settings.home
 
 
