@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
+from postgres import PostgresUnavailable, throwaway_postgres
 from sqlalchemy import create_engine, text
 
 from common.settings import Settings
 from tuwen.demo.corpus import generate_demo_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
-POSTGRES_URL = os.environ.get("TUWEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="session")
@@ -38,22 +41,55 @@ def settings(home) -> Settings:
     return Settings(home=home)
 
 
-def _postgres_schema_url() -> tuple[str, str]:
+def _unreachable(url: str) -> str | None:
+    """None if ``url`` answers, else the error in one line."""
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:  # noqa: BLE001
+        return str(exc).strip().splitlines()[0]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The PostgreSQL the store tests use: TUWEN_TEST_POSTGRES_URL if set, else a server at
+    127.0.0.1:5432 (database ``test``), else a throwaway one started here (tests/postgres.py), else
+    the tests that need it are skipped with how to get one."""
+    configured = os.environ.get("TUWEN_TEST_POSTGRES_URL")
+    if configured:
+        error = _unreachable(configured)
+        if error:
+            pytest.fail(f"TUWEN_TEST_POSTGRES_URL={configured} is set but does not answer: {error}")
+        yield configured
+        return
+    if _unreachable(DEFAULT_POSTGRES_URL) is None:
+        yield DEFAULT_POSTGRES_URL
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(throwaway_postgres())
+        except PostgresUnavailable as exc:
+            pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 and no throwaway one: {exc}")
+        yield server.url
+
+
+def _postgres_schema_url(base_url: str) -> tuple[str, str]:
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(POSTGRES_URL)
+    engine = create_engine(base_url)
     try:
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required for the store tests: {exc}")
     finally:
         engine.dispose()
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", schema
+    sep = "&" if "?" in base_url else "?"
+    return f"{base_url}{sep}options=-csearch_path%3D{schema}", schema
 
 
-def _drop_schema(schema: str) -> None:
-    engine = create_engine(POSTGRES_URL)
+def _drop_schema(base_url: str, schema: str) -> None:
+    engine = create_engine(base_url)
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     engine.dispose()
@@ -65,17 +101,27 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    url, schema = _postgres_schema_url()
+    base_url = request.getfixturevalue("postgres_url")
+    url, schema = _postgres_schema_url(base_url)
     yield url
-    _drop_schema(schema)
+    _drop_schema(base_url, schema)
 
 
-@pytest.fixture(scope="module")
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of the home folder ``source`` at ``target`` (store, index generations, converted models):
+    far cheaper than ingesting and building again. SQLite's ``-shm`` is left behind (rebuilt on open)."""
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*-shm"))
+    return target
+
+
+@pytest.fixture(scope="session")
 def built_settings(small_corpus, tmp_path_factory) -> Settings:
-    """Settings of a home with the small corpus ingested and indexed with ``tiny`` (built once)."""
-    from test_service_fixtures import shared_build
+    """Settings of a home with the small corpus ingested and indexed with ``tiny``, built once per
+    session and shared read-only; a test that changes a built home works on a copy
+    (``test_service_fixtures.built_copy``)."""
+    from test_service_fixtures import build_home
 
-    return shared_build(small_corpus, tmp_path_factory)
+    return build_home(tmp_path_factory.mktemp("api-home"), small_corpus[0])
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +146,22 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def ingested(small_corpus, tmp_path_factory) -> Settings:
-    """Settings of a home with the small corpus ingested (no index)."""
+@pytest.fixture(scope="session")
+def ingested_home(small_corpus, built_settings, tmp_path_factory) -> Path:
+    """The home folder of one ingest of the small corpus (no index), made once per session; tests
+    use the ``ingested`` fixture, a copy of it. It holds ``tiny``'s converted towers (from the
+    session's build), so no module that indexes or encodes with ``tiny`` converts them again."""
     from indexer.ingest import ingest
 
     root, _ = small_corpus
-    settings = Settings(home=tmp_path_factory.mktemp("ingested-home"))
+    settings = Settings(home=tmp_path_factory.mktemp("ingested-once"))
     ingest(root=root, settings=settings, progress=False, echo=lambda _: None)
-    return settings
+    copy_home(built_settings.converted_dir, settings.converted_dir)
+    return settings.home
+
+
+@pytest.fixture(scope="module")
+def ingested(ingested_home, tmp_path_factory) -> Settings:
+    """Settings of a home with the small corpus ingested (no index): each module gets its own copy,
+    so a module that builds indexes or encodes collections in it changes no other module's."""
+    return Settings(home=copy_home(ingested_home, tmp_path_factory.mktemp("ingested-home")))

@@ -83,9 +83,6 @@ def test_alignment_report_of_the_posts(encoded, tmp_path):
 
 
 def test_through_the_store_with_the_cli(posts, tmp_path, capsys, one_thread):
-    pytest.importorskip(
-        "indexer.corpus", reason="the corpus store (issue 10, helper store) is not merged yet"
-    )
     from tuwen.cli import main
 
     root, _ = posts

@@ -258,7 +258,6 @@ def test_planted_trend_is_found_and_the_baselines_are_not_fooled(tmp_path, one_t
 @pytest.mark.slow
 def test_cli_end_to_end_on_an_unseen_captions_only_corpus(tmp_path, capsys):
     """corpus add → corpus encode --model tiny → analyze trend / classify, exit 0, tables with every row."""
-    pytest.importorskip("analysis.cli")
     from tuwen.cli import main
 
     rng = np.random.default_rng(7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import copy_home
 from fastapi.testclient import TestClient
 from test_service_fixtures import build_home, read
 
@@ -9,7 +10,8 @@ from app.main import create_app
 from indexer import store
 
 
-def test_search_captions_images_and_stats_on_each_store(database_url, tmp_path, small_corpus):
+def test_search_captions_images_and_stats_on_each_store(database_url, tmp_path, small_corpus, built_settings):
+    copy_home(built_settings.converted_dir, tmp_path / "home" / "converted")  # tiny's, converted once
     settings = build_home(tmp_path / "home", small_corpus[0], database_url=database_url)
     assert settings.store_url == database_url
     engine = store.make_engine(database_url)

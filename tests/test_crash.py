@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_home
 
 from common.settings import Settings
 from indexer import index_files, store
-from indexer.build import index_corpus
 from indexer.ingest import ingest
 
 TUWEN = str(Path(sys.executable).parent / "tuwen")
@@ -42,11 +42,9 @@ def _kill_when(proc: subprocess.Popen, condition, timeout: float = 120) -> bool:
     raise AssertionError("the process neither finished nor reached the kill point")
 
 
-def test_killed_index_build_leaves_previous_index_live(small_corpus, home):
-    root, _ = small_corpus
-    settings = Settings(home=home)
-    ingest(root=root, settings=settings, workers=1, progress=False)
-    before = index_corpus(settings=settings, model="tiny", progress=False, echo=lambda _: None)
+def test_killed_index_build_leaves_previous_index_live(built_settings, home):
+    settings = Settings(home=copy_home(built_settings.home, home))  # ingested and indexed with tiny
+    before = index_files.current_generation(settings.index_dir)
     proc = _start(["index", "--model", "tiny"], home)
     killed = _kill_when(proc, lambda: any(settings.index_dir.glob(".tmp-*")))
     assert killed, "the build finished before it could be killed"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from test_service_fixtures import make_settings, shared_build
+from test_service_fixtures import make_settings
 
 from app.main import create_app
 from indexer import store
@@ -51,8 +51,8 @@ open_schema, keyed_schema = _schema("open", OPEN), _schema("keyed", KEYED)
 
 
 @pytest.fixture(scope="module")
-def built(small_corpus, tmp_path_factory):
-    return shared_build(small_corpus, tmp_path_factory)
+def built(built_settings):
+    return built_settings
 
 
 def _serve(late: LateApp, built, mode: str):

@@ -70,10 +70,11 @@ def v0_store(request, tmp_path) -> str:
         shutil.copy(FIXTURES / "store-v0.db", tmp_path / "store.db")
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    url, schema = _postgres_schema_url()
+    base_url = request.getfixturevalue("postgres_url")
+    url, schema = _postgres_schema_url(base_url)
     _load_v0_into_postgresql(url)
     yield url
-    _drop_schema(schema)
+    _drop_schema(base_url, schema)
 
 
 def _schema_differences(url: str) -> list:

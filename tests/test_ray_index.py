@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KILL_MARKER = "TUWEN_TEST_KILL_MARKER"
 BATCH = 16  # several batches per set, so a worker can die between two of them
 TUWEN = str(Path(sys.executable).parent / "tuwen")
-RAY = str(Path(sys.executable).parent / "ray")
 SETS = ("image_candidates", "text_candidates", "text_queries", "image_queries")
 
 
@@ -65,6 +62,19 @@ def with_mapper(mapper_class: type[EncodeMapper]):
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
     marker = tmp_path_factory.mktemp("ray") / "killed"
+    # The cluster's own processes (and the workers of other drivers) get no PYTHONPATH, as after
+    # `ray start`; this driver's workers get it through the runtime_env below.
+    python_path = os.environ.pop("PYTHONPATH", None)
+    try:
+        _init_local_cluster(marker)
+    finally:
+        if python_path is not None:
+            os.environ["PYTHONPATH"] = python_path
+    yield marker
+    ray.shutdown()
+
+
+def _init_local_cluster(marker: Path) -> None:
     ray.init(
         address="local",
         num_cpus=2,
@@ -75,8 +85,6 @@ def ray_local(tmp_path_factory):
             "env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", KILL_MARKER: str(marker)}
         },
     )
-    yield marker
-    ray.shutdown()
 
 
 def _build(settings, runner=None) -> Path:
@@ -145,41 +153,20 @@ def test_an_unreachable_ray_address_is_one_clear_line(tmp_path):
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
-def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert head.poll() is None, head.stdout.read() if head.stdout else "ray start exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"ray start --head did not listen on {port} in {timeout} s")
-
-
-def test_tuwen_index_on_a_cluster_started_by_ray_start(ingested):
-    """The command line end to end: `ray start --head` (its workers get no PYTHONPATH: tuwen's code
-    reaches them as py_modules from the driver), then `tuwen index --ray 127.0.0.1:PORT`."""
-    port = free_port()
+def test_tuwen_index_on_a_running_cluster_by_its_address(ray_local, ingested):
+    """The command line end to end on a cluster it did not start (this module's, whose processes have
+    no PYTHONPATH, as after `ray start`: tuwen's code reaches the workers as py_modules from the
+    driver): `tuwen index --ray 127.0.0.1:PORT` joins it as a second driver."""
+    address = "127.0.0.1:" + ray.get_runtime_context().gcs_address.rpartition(":")[2]  # it listens on all
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUWEN_")) and k != "PYTHONPATH"}
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        _wait_for_port(port, head)
-        before = current_generation_name(ingested.index_dir)
-        done = subprocess.run(
-            [TUWEN, "index", "--home", str(ingested.home), "--model", "tiny", "--ray", f"127.0.0.1:{port}"],
-            env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-    finally:
-        head.terminate()  # `ray start --block` stops the processes it started
-        head.wait(timeout=60)
+    before = current_generation_name(ingested.index_dir)
+    done = subprocess.run(
+        [TUWEN, "index", "--home", str(ingested.home), "--model", "tiny", "--ray", address],
+        env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray: 1 node(s), 2 CPU, 0 GPU" in done.stderr
     after = current_generation_name(ingested.index_dir)

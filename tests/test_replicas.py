@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import copy_home
 from processes import free_port, stop_process
 from test_service_fixtures import build_home, encoder_for, other_tiny_checkpoint, read
 from test_service_swap import QUERY, TUWEN, K, _expected, _tuwen_index
@@ -58,7 +59,10 @@ def _wait_ready(urls: list[str], logs: list[Path]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_two_replicas_swap_on_their_own_without_failures_or_mixing(database_url, tmp_path, small_corpus):
+def test_two_replicas_swap_on_their_own_without_failures_or_mixing(
+    database_url, tmp_path, small_corpus, built_settings
+):
+    copy_home(built_settings.converted_dir, tmp_path / "home" / "converted")  # tiny's, converted once
     settings = build_home(tmp_path / "home", small_corpus[0], database_url=database_url)
     checkpoint = other_tiny_checkpoint(tmp_path / "other-tiny.pt")
     texts = [QUERY, "白色运动鞋"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import copy_home
 from PIL import Image
 
 from common.settings import Settings
@@ -17,8 +18,6 @@ from models.encoder import Encoder
 from models.factory import build_model, create_model_and_transforms
 from models.imageio import open_image
 from models.registry import ARCHS
-
-_BUILT: dict[str, Settings] = {}
 
 
 def make_settings(home: Path, **overrides) -> Settings:
@@ -51,12 +50,10 @@ def other_tiny_checkpoint(path: Path, *, seed: int = 7) -> Path:
     return path
 
 
-def shared_build(small_corpus, tmp_path_factory) -> Settings:
-    """A home with the small corpus ingested and indexed with tiny, built once per session and
-    shared read-only by the modules that use it (each wraps this in its own fixture)."""
-    if "tiny" not in _BUILT:
-        _BUILT["tiny"] = build_home(tmp_path_factory.mktemp("api-home"), small_corpus[0])
-    return _BUILT["tiny"]
+def built_copy(built: Settings, home: Path, **overrides) -> Settings:
+    """Settings of a copy at ``home`` of the built home ``built`` (the session's ``built_settings``),
+    for a test that changes it: the same as ``build_home(home, corpus)`` without building again."""
+    return make_settings(copy_home(built.home, home), **overrides)
 
 
 def read(path) -> bytes:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from test_service_fixtures import (
-    build_home,
+    built_copy,
     encoder_for,
     expected_top,
     image_vector,
@@ -67,8 +67,8 @@ def test_starts_without_an_index_and_becomes_ready_when_one_is_built(tmp_path, s
 
 
 @pytest.mark.slow
-def test_hot_swap_to_a_new_generation_with_another_model(tmp_path, small_corpus):
-    settings = build_home(tmp_path / "home", small_corpus[0])
+def test_hot_swap_to_a_new_generation_with_another_model(tmp_path, built_settings):
+    settings = built_copy(built_settings, tmp_path / "home")
     with TestClient(create_app(settings)) as c:
         old_gen, old_ids = text_ids(c)
         assert c.get("/api/stats").json()["model"]["model_id"] == "tiny@seed0"
@@ -91,8 +91,8 @@ def test_hot_swap_to_a_new_generation_with_another_model(tmp_path, small_corpus)
         assert new_ids != old_ids
 
 
-def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path, small_corpus):
-    settings = build_home(tmp_path / "home", small_corpus[0], api_key="k")
+def test_a_broken_generation_is_reported_and_the_old_one_keeps_serving(tmp_path, built_settings):
+    settings = built_copy(built_settings, tmp_path / "home", api_key="k")
     live = current_generation(settings.index_dir).name
     pointer = settings.index_dir / CURRENT
     with TestClient(create_app(settings)) as c:
@@ -139,10 +139,12 @@ def _expected(settings, generation: str, encoder, inputs) -> dict[tuple, list[st
 
 
 @pytest.mark.slow
-def test_concurrent_queries_through_rebuilds_both_ways_never_fail_or_mix(tmp_path, small_corpus):
+def test_concurrent_queries_through_rebuilds_both_ways_never_fail_or_mix(
+    tmp_path, small_corpus, built_settings
+):
     """8 clients (text, image-to-text, image-to-image) query without pause while ``tuwen index``
     runs in another process twice: tiny -> another model, then back to tiny."""
-    settings = build_home(tmp_path / "home", small_corpus[0])
+    settings = built_copy(built_settings, tmp_path / "home")
     checkpoint = other_tiny_checkpoint(tmp_path / "other-tiny.pt")
     texts = [QUERY, "白色运动鞋", "蓝色牛仔裤", "红色连衣裙"]
     images = [read(p) for p in sorted((small_corpus[0] / "附件3" / "ImageData").glob("*.jpg"))]
@@ -215,8 +217,8 @@ def test_concurrent_queries_through_rebuilds_both_ways_never_fail_or_mix(tmp_pat
     assert min(per_gen.values()) >= 8, per_gen
 
 
-def test_model_mismatch_is_refused_at_start(tmp_path, small_corpus, capsys):
-    settings = build_home(tmp_path / "home", small_corpus[0])
+def test_model_mismatch_is_refused_at_start(tmp_path, built_settings, capsys):
+    settings = built_copy(built_settings, tmp_path / "home")
     manifest_path = current_generation(settings.index_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "model_id": "tiny@seed999"}))
