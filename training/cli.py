@@ -2,8 +2,9 @@
 
 Heavy imports happen in the handlers: torch and the stages (``training.train``, ``.evaluate``,
 ``.data``, ``.distributed``, ``models.factory``) take seconds and are needed only by the command
-that runs, and ``common.settings`` (pydantic-settings, ~0.5 s) is needed only once a command runs;
-``tuwen --help`` and every other command build this parser too.
+that runs, ``indexer.rerank`` brings numpy, and ``common.settings`` (pydantic-settings, ~0.5 s) is
+needed only once a command runs; ``tuwen --help`` and every other command build this parser too
+(the re-ranking names in the help are checked against ``indexer.rerank`` by tests/test_rerank.py).
 """
 
 from __future__ import annotations
@@ -86,10 +87,28 @@ def _register_eval(sub, *, common) -> None:
     e = sub.add_parser(
         "eval",
         help="R@1/5/10 of a model on the held-out pairs, as Chinese-CLIP reports them",
-        description='Prints {"t2i": {r1, r5, r10, mr}, "i2t": {...}} in percent.',
+        description='Prints {"t2i": {r1, r5, r10, mr}, "i2t": {...}} in percent; with --rerank or '
+        "several --model, one table of every model (and their ensemble) and re-ranking instead.",
     )
     common(e)
-    e.add_argument("--model", required=True, help="runs/NAME/best.pt, or any model spec")
+    e.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="runs/NAME/best.pt, or any model spec; repeat it to compare models and their ensemble "
+        "(the mean of their similarities) on the first one's split",
+    )
+    e.add_argument(
+        "--rerank",
+        help="comma-separated re-rankings to compare, plain first: none,dual-softmax,qb-norm,one-to-one "
+        "(indexer.rerank; qb-norm's query bank: the training side of the split)",
+    )
+    e.add_argument(
+        "--bank-size",
+        type=int,
+        default=5000,
+        help="training images (one caption each) in qb-norm's query bank; default 5000",
+    )
     e.add_argument("--split", default="val", choices=["val", "train", "all"])
     e.add_argument("--predictions-out", help="folder for cn_clip-format prediction and ground-truth jsonl")
     e.add_argument("--val-fraction", type=float, help="default: the run's config.json, else 0.1")
@@ -237,9 +256,11 @@ def _eval(args: argparse.Namespace) -> int:
     settings = get_settings(args.home)
     if args.backend:
         settings.backend = args.backend
+    if args.rerank or len(args.model) > 1:
+        return _eval_table(args, settings)
     result = evaluate(
         settings=settings,
-        model=args.model,
+        model=args.model[0],
         split=args.split,
         predictions_out=args.predictions_out,
         val_fraction=args.val_fraction,
@@ -248,4 +269,25 @@ def _eval(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _eval_table(args: argparse.Namespace, settings) -> int:
+    from indexer.rerank import parse_methods
+    from training.rerank_eval import format_table, rerank_table
+
+    if args.predictions_out:
+        raise TuwenError("--predictions-out is for one model without --rerank")
+    table = rerank_table(
+        settings=settings,
+        models=args.model,
+        methods=parse_methods(args.rerank),
+        split=args.split,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        precision=args.precision,
+        workers=args.workers,
+        bank_size=args.bank_size,
+    )
+    print(format_table(table))
     return 0
