@@ -26,6 +26,13 @@ value QB-Norm's authors use for CLIP-like cosine similarities; temperature = 1/b
   query's assigned candidate ranked first and the rest in plain order; above it the entropic
   relaxation (Sinkhorn, Cuturi 2013) with uniform marginals, each row ranked by its transport plan
   ``beta s[q, j] + log c[j]``. Transductive.
+
+For the service (``"rerank": "qb-norm"`` in a search body): the index build encodes the bank with
+the generation's model (附件1's captions against the image candidates, its images against the
+text candidates), calls ``bank_stats(bank, candidate_vectors)`` once and keeps the result beside
+the generation (``QueryBankStats.save(gen / "<candidate set>.qbnorm.npz")``); the server loads it
+with the generation (``QueryBankStats.load``) and, per query, re-orders a FAISS shortlist (a few
+times k, best first) by ``qb_norm_query(shortlist_scores, stats, shortlist_rows)``.
 """
 
 from __future__ import annotations
