@@ -167,7 +167,7 @@ def plain_loop(home: Path, *, batch: int, steps: int, threads: int) -> list[floa
     from models.factory import create_model_and_transforms
     from models.imageio import open_image
     from training.data import load_pairs
-    from training.train import Amp
+    from training.step import Amp
 
     torch.set_num_threads(threads)
     loaded = create_model_and_transforms("random:ViT-B-16", device="cpu")

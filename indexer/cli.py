@@ -34,7 +34,15 @@ def _index(args) -> int:
 
 
 def _export(args) -> int:
-    export_results(settings=_settings(args), out=args.out, echo=say)
+    ensemble = [g for g in (args.ensemble or "").split(",") if g]
+    export_results(
+        settings=_settings(args),
+        out=args.out,
+        echo=say,
+        rerank_method=args.rerank,
+        ensemble=ensemble,
+        bank_size=args.bank_size,
+    )
     return 0
 
 
@@ -68,6 +76,21 @@ def register(sub, *, common) -> None:
     p = sub.add_parser("export", help="write result1.csv and result2.csv")
     common(p)
     p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument(
+        "--rerank",
+        default="none",
+        choices=["none", "dual-softmax", "qb-norm", "one-to-one"],
+        help="re-rank the top 5 (indexer.rerank): dual-softmax and one-to-one use the other test "
+        "queries, qb-norm a bank of training queries; default none",
+    )
+    p.add_argument(
+        "--ensemble",
+        help="GEN[,GEN...]: average the similarities of these index generations (folders under "
+        "$TUWEN_HOME/index, each from its own model over the same sets) before any re-ranking",
+    )
+    p.add_argument(
+        "--bank-size", type=int, default=5000, help="training queries in qb-norm's bank; default 5000"
+    )
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("db", help="the store's schema: `status` shows its revision, `upgrade` migrates it")

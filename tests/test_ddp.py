@@ -150,7 +150,7 @@ def _model_and_micro_batches(*, accum: int, world=None):
 
 
 def _backward(model, micro, *, world=None) -> float:
-    from training.train import Amp, backward_step
+    from training.step import Amp, backward_step
 
     amp, scaler = Amp("fp32", torch.device("cpu")), torch.amp.GradScaler("cuda", enabled=False)
     return backward_step(model, micro, amp=amp, scaler=scaler, world=world)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -14,10 +15,12 @@ from cn_clip.training.scheduler import cosine_lr as cn_clip_cosine_lr
 from common.precision import cpu_supports_bf16, resolve_precision
 from models.factory import create_model_and_transforms
 from training.data import Pair, epoch_plan, split_by_image, steps_per_epoch
+from training.loop import warn_if_chance
 from training.loss import LOGIT_SCALE_MAX, clamp_logit_scale, clip_loss
 from training.metrics import at_chance, metrics, rank
-from training.optim import cosine_lr, default_lr, make_optimizer, param_groups
-from training.train import Amp, backward_step
+from training.optim import Schedule, cosine_lr, default_lr, make_optimizer, param_groups
+from training.run import speaker
+from training.step import Amp, backward_step
 
 CAPTIONS = [
     "红色条纹连衣裙",
@@ -252,3 +255,31 @@ def test_trimming_padding_changes_nothing(tiny):
         full = tiny.encode_text(texts)
         short = tiny.encode_text(trimmed)
     torch.testing.assert_close(short, full, rtol=1e-4, atol=1e-5)
+
+
+def _at_chance_record():
+    pairs = [Pair(i, f"img{i // 2}", f"caption {i}", f"/none/{i}.jpg") for i in range(300)]
+    worst = {d: {"r1": 0.0, "r5": 0.0, "r10": 0.0, "mr": 0.0} for d in ("t2i", "i2t")}
+    schedule = Schedule(
+        epochs=1, batch_size=8, accum_freq=1, steps_per_epoch=10, base_lr=1e-3, lr_given=False, warmup=1
+    )
+    return worst, pairs, schedule
+
+
+def test_chance_warning_is_logged_once_without_echo(caplog):
+    """The bug of issue 17: ``say is not log.info`` was always true (a new bound method at every
+    lookup), so with ``echo=None`` the warning reached the log twice (as a warning and as info)."""
+    record, pairs, schedule = _at_chance_record()
+    with caplog.at_level(logging.INFO):
+        warn_if_chance(record, pairs, schedule=schedule, say=speaker(None))  # what train(echo=None) passes
+    said = [r for r in caplog.records if "still at chance" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+
+
+def test_chance_warning_is_also_echoed_when_echo_is_given(caplog):
+    record, pairs, schedule = _at_chance_record()
+    echoed: list[str] = []
+    with caplog.at_level(logging.INFO):
+        warn_if_chance(record, pairs, schedule=schedule, say=speaker(echoed.append))
+    assert len(echoed) == 1 and echoed[0].startswith("warning: validation recall is still at chance")
+    assert [r.levelno for r in caplog.records if "still at chance" in r.getMessage()] == [logging.WARNING]

@@ -1,12 +1,15 @@
-"""The named steps of a run (``training.train``), each on its own: set-up, one optimizer step,
-validate-and-checkpoint."""
+"""The named parts of a run (``training.run``, ``.step``, ``.loop``), each on its own: set-up, one
+optimizer step, validate-and-checkpoint."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.train import RunOptions, optimizer_step, set_up, validate_and_checkpoint
+from training.loop import validate_and_checkpoint
+from training.options import RunOptions
+from training.run import set_up
+from training.step import optimizer_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -31,21 +34,22 @@ def test_set_up_resolves_the_schedule_and_writes_config(run):
         and schedule.total_steps == 2 * schedule.steps_per_epoch
     )
     assert (run.out / "config.json").is_file() and run.config["total_steps"] == schedule.total_steps
-    assert run.start_step == 0 and run.best_score is None and run.net.training
+    assert run.progress.start_step == 0 and run.progress.best_score is None and run.net.training
 
 
 def test_validate_and_checkpoint_keeps_best_by_selection_score(run):
     first = validate_and_checkpoint(run, step=1)
     assert first["score"] == first["t2i"]["r5"] + first["i2t"]["r5"]
-    assert _step_of(run.last_path) == _step_of(run.best_path) == 1 and run.best == first
+    assert _step_of(run.last_path) == _step_of(run.best_path) == 1 and run.progress.best == first
     # a better score than the model can reach stands: last.pt moves on, best.pt stays at step 1
-    run.best_score = first["score"] + 1.0
+    run.progress.best_score = first["score"] + 1.0
     second = validate_and_checkpoint(run, step=2)
-    assert _step_of(run.last_path) == 2 and _step_of(run.best_path) == 1 and run.best == first
+    assert _step_of(run.last_path) == 2 and _step_of(run.best_path) == 1 and run.progress.best == first
     # a worse one is beaten: best.pt follows last.pt
-    run.best_score = second["score"] - 1.0
+    run.progress.best_score = second["score"] - 1.0
     third = validate_and_checkpoint(run, step=3)
-    assert _step_of(run.best_path) == 3 and run.best == third and run.best_score == third["score"]
+    assert _step_of(run.best_path) == 3 and run.progress.best == third
+    assert run.progress.best_score == third["score"]
     assert [r["step"] for r in run.metrics_log.read() if r["kind"] == "val"] == [1, 2, 3]
     assert torch.load(run.best_path, weights_only=True)["best_score"] == third["score"]
 

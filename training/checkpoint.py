@@ -9,32 +9,31 @@ Python values, so ``torch.load(weights_only=True)`` (the default) reads them.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from common.files import atomic_path
 from models.factory import load_checkpoint
+from training.options import RESUME_KEYS
 
 
 def save(path: Path, *, payload: dict) -> Path:
-    """Write atomically: a crash mid-write never leaves a truncated last.pt or best.pt."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Write atomically and durably: a crash mid-write never leaves a truncated last.pt or best.pt."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """best.pt is usually last.pt of the same step: a hard link saves a multi-GB copy."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def payload(
@@ -72,6 +71,27 @@ def payload(
 
 def load(path: Path) -> dict:
     return load_checkpoint(Path(path))
+
+
+def restore_training(
+    resumed: dict, *, optimizer, scaler, config: dict, say: Callable[[str], None]
+) -> tuple[int, float | None]:
+    """Optimizer, scaler and RNG state of a checkpoint; (its step, its best score). Says which
+    settings changed since (the run then does not continue exactly)."""
+    saved = resumed.get("train_config") or {}
+    if "global_batch" not in saved and "batch_size" in saved:  # runs from before several processes
+        saved = {**saved, "global_batch": saved["batch_size"]}
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
+    if changed:
+        say(
+            "resuming with changed settings (the run will not continue exactly): "
+            + ", ".join(f"{k} {saved[k]} → {config[k]}" for k in changed)
+        )
+    optimizer.load_state_dict(resumed["optimizer"])
+    if resumed.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(resumed["scaler"])
+    restore_rng(resumed.get("rng"))
+    return int(resumed["step"]), resumed.get("best_score")
 
 
 def restore_rng(state: dict | None) -> None:

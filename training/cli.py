@@ -1,30 +1,30 @@
-"""``tuwen train`` and ``tuwen eval`` (registered here; heavy imports happen in the handlers)."""
+"""``tuwen train`` and ``tuwen eval``, registered here.
+
+Heavy imports happen in the handlers: torch and the stages (``training.train``, ``.evaluate``,
+``.data``, ``.distributed``, ``models.factory``) take seconds and are needed only by the command
+that runs, ``indexer.rerank`` brings numpy, and ``common.settings`` (pydantic-settings, ~0.5 s) is
+needed only once a command runs; ``tuwen --help`` and every other command build this parser too
+(the re-ranking names in the help are checked against ``indexer.rerank`` by tests/test_rerank.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+from common.console import say
+from common.errors import TuwenError
+from common.runs import read_run_config
 from common.vocabulary import ALIASES, BACKENDS, ENCODE_PRECISIONS, PRECISIONS
+from training.options import RunOptions, hyper_defaults, option_help
 
-# Defaults of ``tuwen train``; on --resume the run's config.json replaces them, flags still win.
-TRAIN_DEFAULTS = {
-    "epochs": 3,
-    "batch_size": 64,
-    "lr": None,
-    "warmup": 100,
-    "weight_decay": 0.001,
-    "accum_freq": 1,
-    "precision": "auto",
-    "val_fraction": 0.1,
-    "seed": 0,
-    "augment": False,
-    "freeze_vision": False,
-    "grad_checkpointing": False,
-    "eval_every": None,
-}
+# Defaults of ``tuwen train`` (``RunOptions``'s); on --resume the run's config.json replaces them,
+# flags still win.
+TRAIN_DEFAULTS = hyper_defaults()
 
 
 def register(sub, *, common) -> None:
@@ -43,27 +43,19 @@ def _register_train(sub, *, common) -> None:
     common(p)
     p.add_argument("--model", help="ViT-B-16 | PATH | tiny | random:ARCH (default on --resume: the run's)")
     p.add_argument("--out", help="run folder, e.g. runs/NAME (default on --resume: the checkpoint's folder)")
-    p.add_argument("--epochs", type=int, help="default 3")
-    p.add_argument("--batch-size", type=int, help="per micro-batch; default 64")
-    p.add_argument("--lr", type=float, help="peak learning rate; default scaled to the total batch")
-    p.add_argument("--warmup", type=int, help="linear warm-up steps; default 100")
-    p.add_argument(
-        "--weight-decay", type=float, help="AdamW decay (not on norms, biases, logit scale); 0.001"
-    )
-    p.add_argument("--accum-freq", type=int, help="micro-batches per step, all of them negatives; default 1")
-    p.add_argument(
-        "--precision",
-        choices=[*PRECISIONS, *ALIASES],
-        help="default auto (fp16 + GradScaler on CUDA, bf16 on CPUs that have it); amp = auto",
-    )
-    p.add_argument("--val-fraction", type=float, help="share of images held out for validation; 0.1")
-    p.add_argument("--seed", type=int, help="split, batch order and init of dropout; default 0")
-    p.add_argument("--augment", action="store_true", default=None, help="cn_clip's AutoAugment on images")
-    p.add_argument("--freeze-vision", action="store_true", default=None, help="train the text tower only")
-    p.add_argument(
-        "--grad-checkpointing", action="store_true", default=None, help="less memory, ~30%% slower"
-    )
-    p.add_argument("--eval-every", type=int, help="also validate and checkpoint every N steps")
+    p.add_argument("--epochs", type=int, help=option_help("epochs"))
+    p.add_argument("--batch-size", type=int, help=option_help("batch_size"))
+    p.add_argument("--lr", type=float, help=option_help("lr"))
+    p.add_argument("--warmup", type=int, help=option_help("warmup"))
+    p.add_argument("--weight-decay", type=float, help=option_help("weight_decay"))
+    p.add_argument("--accum-freq", type=int, help=option_help("accum_freq"))
+    p.add_argument("--precision", choices=[*PRECISIONS, *ALIASES], help=option_help("precision"))
+    p.add_argument("--val-fraction", type=float, help=option_help("val_fraction"))
+    p.add_argument("--seed", type=int, help=option_help("seed"))
+    for flag in ("augment", "freeze_vision", "grad_checkpointing"):
+        name = "--" + flag.replace("_", "-")
+        p.add_argument(name, action="store_true", default=None, help=option_help(flag))
+    p.add_argument("--eval-every", type=int, help=option_help("eval_every"))
     p.add_argument(
         "--workers",
         type=int,
@@ -93,10 +85,28 @@ def _register_eval(sub, *, common) -> None:
     e = sub.add_parser(
         "eval",
         help="R@1/5/10 of a model on the held-out pairs, as Chinese-CLIP reports them",
-        description='Prints {"t2i": {r1, r5, r10, mr}, "i2t": {...}} in percent.',
+        description='Prints {"t2i": {r1, r5, r10, mr}, "i2t": {...}} in percent; with --rerank or '
+        "several --model, one table of every model (and their ensemble) and re-ranking instead.",
     )
     common(e)
-    e.add_argument("--model", required=True, help="runs/NAME/best.pt, or any model spec")
+    e.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="runs/NAME/best.pt, or any model spec; repeat it to compare models and their ensemble "
+        "(the mean of their similarities) on the first one's split",
+    )
+    e.add_argument(
+        "--rerank",
+        help="comma-separated re-rankings to compare, plain first: none,dual-softmax,qb-norm,one-to-one "
+        "(indexer.rerank; qb-norm's query bank: the training side of the split)",
+    )
+    e.add_argument(
+        "--bank-size",
+        type=int,
+        default=5000,
+        help="training images (one caption each) in qb-norm's query bank; default 5000",
+    )
     e.add_argument("--split", default="val", choices=["val", "train", "all"])
     e.add_argument("--predictions-out", help="folder for cn_clip-format prediction and ground-truth jsonl")
     e.add_argument("--val-fraction", type=float, help="default: the run's config.json, else 0.1")
@@ -113,9 +123,6 @@ def _resume_defaults(resume: str | None) -> tuple[dict, dict]:
     """(saved hyper-parameters, saved run info) of the run being resumed."""
     if not resume:
         return {}, {}
-    from common.errors import TuwenError
-    from common.runs import read_run_config
-
     if not Path(resume).expanduser().is_file():
         raise TuwenError(f"--resume {resume}: no such checkpoint")
     saved = read_run_config(resume)
@@ -134,8 +141,6 @@ def _per_process_batch(hyper: dict, saved: dict, *, processes: int) -> None:
 
 def _processes(args: argparse.Namespace) -> int:
     """Processes of the run: torchrun's WORLD_SIZE inside a launch, else --nproc."""
-    from common.errors import TuwenError
-
     if args.nproc < 1:
         raise TuwenError(f"--nproc must be at least 1, not {args.nproc}")
     if "WORLD_SIZE" in os.environ:
@@ -146,8 +151,6 @@ def _processes(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from common.console import say
-    from common.errors import TuwenError
     from common.settings import get_settings
 
     processes = _processes(args)
@@ -215,7 +218,6 @@ def worker_argv(args: argparse.Namespace, *, model: str, out: str, chosen: dict)
 def _check_gpus(settings, *, nproc: int) -> None:
     import torch
 
-    from common.errors import TuwenError
     from models.factory import default_device
 
     if default_device(settings.device).type == "cuda" and nproc > torch.cuda.device_count():
@@ -227,16 +229,10 @@ def _check_gpus(settings, *, nproc: int) -> None:
 def _launch(args: argparse.Namespace, *, settings, model: str, out: str, chosen: dict) -> int:
     """``tuwen train --nproc N``: bad settings fail here, in one line, before torchrun starts N
     processes of ``tuwen train`` (``python -m torch.distributed.run … -m tuwen.cli train …``)."""
-    import subprocess
-    import sys
-
-    from common.console import say
-    from common.errors import TuwenError
     from training.data import load_pairs
     from training.distributed import torchrun_command
-    from training.train import check_args
 
-    check_args(**{k: chosen[k] for k in ("epochs", "batch_size", "accum_freq", "warmup", "lr")})
+    RunOptions(model=model, out=Path(out), **chosen)  # its checks, before N processes start
     load_pairs(settings)  # "no readable training pairs" before N processes start
     _check_gpus(settings, nproc=args.nproc)
     command = torchrun_command(
@@ -258,9 +254,11 @@ def _eval(args: argparse.Namespace) -> int:
     settings = get_settings(args.home)
     if args.backend:
         settings.backend = args.backend
+    if args.rerank or len(args.model) > 1:
+        return _eval_table(args, settings)
     result = evaluate(
         settings=settings,
-        model=args.model,
+        model=args.model[0],
         split=args.split,
         predictions_out=args.predictions_out,
         val_fraction=args.val_fraction,
@@ -269,4 +267,25 @@ def _eval(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _eval_table(args: argparse.Namespace, settings) -> int:
+    from indexer.rerank import parse_methods
+    from training.rerank_eval import format_table, rerank_table
+
+    if args.predictions_out:
+        raise TuwenError("--predictions-out is for one model without --rerank")
+    table = rerank_table(
+        settings=settings,
+        models=args.model,
+        methods=parse_methods(args.rerank),
+        split=args.split,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        precision=args.precision,
+        workers=args.workers,
+        bank_size=args.bank_size,
+    )
+    print(format_table(table))
     return 0

@@ -82,6 +82,7 @@ def select_split(pairs: Sequence[Pair], *, split: str, val_fraction: float, seed
 
 def train_transform(resolution: int) -> Callable:
     """cn_clip's training augmentation (timm RandomResizedCrop 0.9-1 + AutoAugment 'original')."""
+    # imported here: timm takes seconds to import and only --augment needs it
     from cn_clip.clip.utils import _convert_to_rgb
     from timm.data import create_transform
     from torchvision.transforms import Compose

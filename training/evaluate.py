@@ -23,7 +23,7 @@ from common.errors import TuwenError
 from common.runs import read_run_config
 from common.runtime import decode_workers
 from common.settings import Settings
-from models.encoder import Encoder
+from models.encoder import open_encoder
 from models.factory import LoadedModel, create_model_and_transforms
 from training.data import Pair, load_pairs, pairs_fingerprint, select_split
 from training.metrics import TOP_K, Rankings, metrics, rank
@@ -57,7 +57,7 @@ def encode_split(
         first.setdefault(p.image_id, p.path)
     image_ids = list(first)
     position = {image_id: i for i, image_id in enumerate(image_ids)}
-    encoder = Encoder(loaded, precision=precision, backend=backend, cache_dir=cache_dir)
+    encoder = open_encoder(loaded, precision=precision, backend=backend, cache_dir=cache_dir)
     texts = encoder.encode_texts([p.caption for p in pairs], batch_size=batch_size)
     images, _errors = encoder.encode_image_files(list(first.values()), batch_size=batch_size, workers=workers)
     return SplitFeatures(list(pairs), image_ids, [position[p.image_id] for p in pairs], texts, images)
@@ -107,6 +107,47 @@ def write_predictions(out: Path, features: SplitFeatures, rankings: Rankings) ->
     return paths
 
 
+def resolve_split(
+    settings: Settings, model: str, *, split: str, val_fraction: float | None, seed: int | None
+) -> tuple[list[Pair], dict]:
+    """The pairs of ``split`` as the run of ``model`` drew them (its config.json's seed and val
+    fraction unless given), and ``{"val_fraction", "seed", "pairs"}`` (every readable pair)."""
+    config = read_run_config(model)
+    val_fraction = (
+        val_fraction if val_fraction is not None else config.get("val_fraction", DEFAULT_VAL_FRACTION)
+    )
+    seed = seed if seed is not None else config.get("seed", DEFAULT_SEED)
+    pairs = load_pairs(settings)
+    if config.get("pairs_fingerprint") and config["pairs_fingerprint"] != pairs_fingerprint(pairs):
+        log.warning("the store's training pairs changed since this run: the held-out split is not the same")
+    chosen = select_split(pairs, split=split, val_fraction=val_fraction, seed=seed)
+    if not chosen:
+        raise TuwenError(f"the {split!r} split is empty (val fraction {val_fraction}): nothing to evaluate")
+    return chosen, {"val_fraction": val_fraction, "seed": seed, "pairs": pairs}
+
+
+def encode_with(
+    settings: Settings,
+    model: str,
+    pairs: Sequence[Pair],
+    *,
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> SplitFeatures:
+    """``encode_split`` with ``model`` loaded from its spec (the one place eval builds a model)."""
+    loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
+    return encode_split(
+        loaded,
+        pairs,
+        precision=precision,
+        batch_size=batch_size,
+        workers=decode_workers(workers),
+        backend=settings.backend,
+        cache_dir=settings.converted_dir,
+    )
+
+
 def evaluate(
     *,
     settings: Settings,
@@ -120,27 +161,9 @@ def evaluate(
     workers: int | None = None,
 ) -> dict:
     """``{"t2i": {"r1","r5","r10","mr"}, "i2t": {...}}`` in percent, on the run's held-out split."""
-    config = read_run_config(model)
-    val_fraction = (
-        val_fraction if val_fraction is not None else config.get("val_fraction", DEFAULT_VAL_FRACTION)
-    )
-    seed = seed if seed is not None else config.get("seed", DEFAULT_SEED)
-    pairs = load_pairs(settings)
-    if config.get("pairs_fingerprint") and config["pairs_fingerprint"] != pairs_fingerprint(pairs):
-        log.warning("the store's training pairs changed since this run: the held-out split is not the same")
-    chosen = select_split(pairs, split=split, val_fraction=val_fraction, seed=seed)
-    if not chosen:
-        raise TuwenError(f"the {split!r} split is empty (val fraction {val_fraction}): nothing to evaluate")
-    loaded = create_model_and_transforms(model, device=settings.device, weights_dir=settings.weights_dir)
-    workers = decode_workers(workers)
-    features = encode_split(
-        loaded,
-        chosen,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        backend=settings.backend,
-        cache_dir=settings.converted_dir,
+    chosen, _ = resolve_split(settings, model, split=split, val_fraction=val_fraction, seed=seed)
+    features = encode_with(
+        settings, model, chosen, precision=precision, batch_size=batch_size, workers=workers
     )
     result, rankings = score(features)
     if predictions_out is not None:

@@ -1,11 +1,18 @@
-"""AdamW with cn_clip's parameter groups, its warm-up + cosine schedule, and the default lr."""
+"""AdamW with cn_clip's parameter groups, its warm-up + cosine schedule, the default lr, and a
+run's resolved ``Schedule``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from common.errors import TuwenError
+from training.data import steps_per_epoch
+from training.options import RunOptions
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 FINE_TUNE_LR, FINE_TUNE_BATCH = 5e-5, 1024  # cn_clip's MUGE/Flickr recipe: 8 GPUs × 128, lr 5e-5
@@ -70,3 +77,68 @@ def default_lr(total_batch: int, *, from_scratch: bool) -> float:
     """
     base, ref = (SCRATCH_LR, SCRATCH_BATCH) if from_scratch else (FINE_TUNE_LR, FINE_TUNE_BATCH)
     return base * math.sqrt(total_batch / ref)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The resolved batches and learning-rate schedule of a run."""
+
+    epochs: int
+    batch_size: int  # per process and micro-batch
+    accum_freq: int
+    steps_per_epoch: int
+    base_lr: float
+    lr_given: bool
+    warmup: int
+    world_size: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def global_batch(self) -> int:
+        """A micro-batch over all processes: what the negatives of one loss are drawn from."""
+        return self.batch_size * self.world_size
+
+    @property
+    def total_batch(self) -> int:
+        return self.global_batch * self.accum_freq
+
+    def lr(self, step: int) -> float:
+        return cosine_lr(step, base_lr=self.base_lr, warmup=self.warmup, total_steps=self.total_steps)
+
+
+def make_schedule(
+    options: RunOptions, *, n_train: int, world_size: int = 1, say: Callable[[str], None]
+) -> Schedule:
+    """Steps per epoch over the global batch, the peak lr (scaled to the total batch unless given)
+    and a warm-up that fits."""
+    global_batch = options.batch_size * world_size
+    if world_size > 1 and n_train < global_batch * options.accum_freq:
+        raise TuwenError(
+            f"{n_train} training pairs are fewer than one step of {world_size} processes × batch "
+            f"{options.batch_size} × accum-freq {options.accum_freq}: lower --batch-size or the processes"
+        )
+    spe = steps_per_epoch(n_train, batch_size=global_batch, accum_freq=options.accum_freq)
+    total_steps = spe * options.epochs
+    lr_given = options.lr is not None
+    base_lr = (
+        options.lr
+        if lr_given
+        else default_lr(global_batch * options.accum_freq, from_scratch=options.from_scratch)
+    )
+    warmup = options.warmup
+    if warmup >= total_steps:
+        warmup = max(total_steps // 10, 1)
+        say(f"warm-up longer than the run ({total_steps} steps): using {warmup} steps")
+    return Schedule(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        accum_freq=options.accum_freq,
+        steps_per_epoch=spe,
+        base_lr=base_lr,
+        lr_given=lr_given,
+        warmup=warmup,
+        world_size=world_size,
+    )

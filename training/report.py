@@ -31,6 +31,8 @@ class MetricsLog:
 
 def plot_curves(records: list[dict], out: Path) -> Path | None:
     """Training loss and validation R@5 in both directions against the step."""
+    # imported here: matplotlib (~1 s) draws the curves and nothing else; the Agg backend must be
+    # chosen before pyplot is imported, and importing this module must not choose it for others
     import matplotlib
 
     matplotlib.use("Agg")
