@@ -48,12 +48,13 @@ from indexer.collection.filters import Filter
 
 Where = Filter | Callable[[Columns], np.ndarray] | None
 BASE, DELTA = "base", "delta"
-BRUTE_COST = 1.0  # one gathered+scored row vs one code scanned by the index (bench/RESULTS.md)
+BRUTE_COST = 4.0  # one gathered+scored row vs one code scanned by the index (bench/RESULTS.md)
 HNSW_VISITS = 32  # distance computations per efSearch unit, about the graph's degree
 IVF_EXPONENT = 0.5
 HNSW_FACTOR = 2
 MAX_EF = 16_384
-CHUNK_ROWS = 65_536  # brute force scores this many gathered rows at a time (32 MiB at 512-d)
+CHUNK_ROWS = 2048  # brute force gathers and scores this many rows at a time: 4 MiB at 512-d stays
+# in cache between the gather and the products (10k rows at 1M: 20 ms in chunks of 1-2k, 27 ms in 64k)
 # Scores use np.einsum, not ``@``: a matrix-vector product goes to OpenBLAS, whose threads turn a
 # 0.1 ms product into 60 ms when the cores are busy (measured here at load 20: 1,000 x 512 rows);
 # einsum's own SIMD loop runs on the calling thread, as one query's search should.
@@ -283,6 +284,8 @@ class SegmentSearch:
     ) -> _Found:
         """The planner: brute force, the index alone, or the index with a selector (+ fallback)."""
         count = len(segment.vectors) if mask is None else int(np.count_nonzero(mask))
+        if mask is not None and count == len(mask):
+            mask = None  # everything passes: the index's own search, no selector
         need = want + (skip is not None)  # one more when the query item itself will be dropped
         plan = self.planner.choose(segment, count, need, filtered=mask is not None)
         if plan == "brute":
