@@ -1,0 +1,255 @@
+"""The ``where`` grammar of a collection search, parsed once and evaluated on columns with numpy.
+
+Grammar (a JSON object; every condition must hold)::
+
+    where     := { field: value | { op: operand, ... }, ... }
+    op        := eq | ne | gt | gte | lt | lte | in | nin
+    operand   := value            (eq ne gt gte lt lte)
+               | [value, ...]     (in nin; at least one, at most ``MAX_IN``)
+    value     := a number for "int" / "float" fields, a string for "str" fields,
+                 for ``time``: an ISO date or datetime string ("2024-03-01", "2024-03-01T08:30")
+                 in a datetime corpus, an integer in an int-time corpus
+
+A bare value means ``eq``. Strings compare by code point (``gt``/``lt`` on a str field are
+lexicographic). A date means its midnight; a time zone offset is dropped (wall-clock time as
+written, as the corpus reader stores times).
+
+Missing values (an item without the field or without a time) match only ``ne`` and ``nin``: "not
+equal to X" holds for an item that has no value, every other condition needs a value (MongoDB's
+choice; SQL's NULL would match neither). A field that a segment's columns lack (a field first put
+through the API, absent from the base) counts as missing in that segment.
+
+``parse_where`` checks everything against the corpus's fields and raises ``FilterError`` (field,
+message, known fields): the service turns it into a 422. Nothing here builds SQL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from common.errors import TuwenError
+from indexer.collection.columns import (
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_STR,
+    TIME_DATETIME,
+    TIME_FIELD,
+    TIME_INT,
+    TIME_MISSING,
+    Columns,
+    time_to_int,
+)
+
+OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
+LIST_OPS = ("in", "nin")
+MISSING_MATCHES = ("ne", "nin")  # the only operators an item without a value passes
+MAX_IN = 1000
+_INT64 = 2**63
+_EXPECTED = {
+    KIND_INT: "a number",
+    KIND_FLOAT: "a number",
+    KIND_STR: "a string",
+    TIME_DATETIME: 'an ISO date or datetime string ("2024-03-01" or "2024-03-01T08:30")',
+    TIME_INT: "an integer",
+}
+
+
+class FilterError(TuwenError, ValueError):
+    """A ``where`` that does not fit the grammar or the corpus's fields (a 422 in the API)."""
+
+    def __init__(self, field: str | None, message: str, known_fields: dict[str, str]):
+        self.field = field
+        self.message = message
+        self.known_fields = dict(known_fields)
+        known = ", ".join(f"{name} ({kind})" for name, kind in self.known_fields.items()) or "none"
+        super().__init__(f"{message} (fields: {known})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.message, "fields": self.known_fields}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One parsed condition; ``value`` is a float (numbers), str, int (time) or a tuple of them."""
+
+    field: str
+    kind: str  # "int" | "float" | "str" for attributes; "datetime" | "int" for time
+    op: str
+    value: Any
+
+    @property
+    def is_time(self) -> bool:
+        return self.field == TIME_FIELD and self.kind in (TIME_DATETIME, TIME_INT)
+
+    def mask(self, columns: Columns) -> np.ndarray:
+        """Rows of ``columns`` that satisfy this condition."""
+        if self.is_time:
+            if columns.time_kind != self.kind:
+                return self._all_missing(len(columns))
+            present = columns.time != TIME_MISSING
+            return _compare(columns.time, self.op, self.value, present)
+        kind = columns.fields.get(self.field)
+        if kind is None or (kind == KIND_STR) != (self.kind == KIND_STR):
+            return self._all_missing(len(columns))
+        if kind == KIND_STR:
+            return _compare_codes(columns.codes[self.field], columns.vocab[self.field], self.op, self.value)
+        return _compare(columns.numbers[self.field], self.op, self.value, None)
+
+    def _all_missing(self, n: int) -> np.ndarray:
+        return np.full(n, self.op in MISSING_MATCHES, dtype=bool)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """All ``conditions`` must hold. ``bool(Filter)`` is False when there is none."""
+
+    conditions: tuple[Condition, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions)
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        return self.mask(columns)
+
+    def mask(self, columns: Columns) -> np.ndarray:
+        """A bool per row of ``columns``: True where every condition holds (vectorised)."""
+        out = np.ones(len(columns), dtype=bool)
+        for condition in self.conditions:
+            out &= condition.mask(columns)
+        return out
+
+
+def _compare(values: np.ndarray, op: str, operand: Any, present: np.ndarray | None) -> np.ndarray:
+    """Numbers (NaN = missing, ``present`` None) or times (``present`` given)."""
+    if op in LIST_OPS:
+        hit = np.isin(values, np.asarray(operand, dtype=values.dtype))
+        return hit if op == "in" else ~hit
+    if op == "eq":
+        return values == operand
+    if op == "ne":
+        return ~(values == operand)  # NaN != x: missing passes
+    hit = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}[op](
+        values, operand
+    )
+    return hit if present is None or op in ("gt", "gte") else hit & present  # the sentinel is smallest
+
+
+def _compare_codes(codes: np.ndarray, vocab: list[str], op: str, operand: Any) -> np.ndarray:
+    """A str field through its sorted vocabulary: one code or a code range, never a string scan."""
+    if op in LIST_OPS:
+        wanted = [c for c in (_code(vocab, v) for v in operand) if c is not None]
+        hit = np.isin(codes, np.asarray(wanted, dtype=codes.dtype))
+        return hit if op == "in" else ~hit
+    if op in ("eq", "ne"):
+        code = _code(vocab, operand)
+        hit = codes == code if code is not None else np.zeros(len(codes), dtype=bool)
+        return hit if op == "eq" else ~hit
+    if op in ("gt", "gte"):
+        first = (bisect.bisect_right if op == "gt" else bisect.bisect_left)(vocab, operand)
+        return codes >= first  # -1 (missing) never passes
+    end = (bisect.bisect_left if op == "lt" else bisect.bisect_right)(vocab, operand)
+    return (codes >= 0) & (codes < end)
+
+
+def _code(vocab: list[str], value: str) -> int | None:
+    at = bisect.bisect_left(vocab, value)
+    return at if at < len(vocab) and vocab[at] == value else None
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def parse_where(where: Any, *, fields: dict[str, str], time_kind: str | None) -> Filter:
+    """The ``where`` object of a search, checked against the corpus's ``fields`` and ``time_kind``.
+
+    Raises ``FilterError`` naming the field for an unknown field, an unknown operator, an operand
+    of the wrong type, an empty ``in``/``nin`` and anything nested deeper than the grammar.
+    """
+    known = dict(fields)
+    if time_kind is not None:
+        known[TIME_FIELD] = time_kind
+    if where is None:
+        return Filter()
+    if not isinstance(where, dict):
+        raise FilterError(
+            None, "where must be an object: {field: value} or {field: {operator: value}}", known
+        )
+    conditions = []
+    for name, spec in where.items():
+        if name not in known:
+            raise FilterError(name, f"unknown field {name!r}", known)
+        for op, operand in _operations(name, spec, known):
+            conditions.append(Condition(name, known[name], op, _operand(name, known, op, operand)))
+    return Filter(tuple(conditions))
+
+
+def _operations(name: str, spec: Any, known: dict[str, str]) -> list[tuple[str, Any]]:
+    if not isinstance(spec, dict):
+        if isinstance(spec, list):
+            raise FilterError(name, f"{name}: a list of values needs an operator: {{'in': [...]}}", known)
+        return [("eq", spec)]
+    if not spec:
+        raise FilterError(name, f"{name}: an empty condition; use one of {', '.join(OPS)}", known)
+    for op in spec:
+        if op not in OPS:
+            raise FilterError(name, f"{name}: unknown operator {op!r}; use one of {', '.join(OPS)}", known)
+    return list(spec.items())
+
+
+def _operand(name: str, known: dict[str, str], op: str, operand: Any) -> Any:
+    if isinstance(operand, dict):
+        raise FilterError(name, f"{name}.{op}: nested deeper than the grammar (an object is no value)", known)
+    if op not in LIST_OPS:
+        if isinstance(operand, list):
+            raise FilterError(name, f"{name}.{op}: a list only goes with 'in' or 'nin'", known)
+        return _value(name, known, op, operand)
+    if not isinstance(operand, list):
+        raise FilterError(name, f"{name}.{op}: needs a list of values", known)
+    if not operand:
+        raise FilterError(name, f"{name}.{op}: the list is empty (it would match nothing)", known)
+    if len(operand) > MAX_IN:
+        raise FilterError(name, f"{name}.{op}: {len(operand)} values, at most {MAX_IN}", known)
+    for value in operand:
+        if isinstance(value, dict | list):
+            raise FilterError(name, f"{name}.{op}: nested deeper than the grammar (a list in a list)", known)
+    return tuple(_value(name, known, op, value) for value in operand)
+
+
+def _value(name: str, known: dict[str, str], op: str, value: Any) -> Any:
+    kind = known[name]
+    converted = _convert(kind if name != TIME_FIELD else f"time:{kind}", value)
+    if converted is None:
+        raise FilterError(
+            name, f"{name}.{op}: {value!r} does not fit a {kind} field: expected {_EXPECTED[kind]}", known
+        )
+    return converted
+
+
+def _convert(kind: str, value: Any) -> Any:
+    """``value`` as the columns hold it, or None when it has the wrong type."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if kind in (KIND_INT, KIND_FLOAT):
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        return float(value) if ok else None
+    if kind == KIND_STR:
+        return value if isinstance(value, str) else None
+    if kind == f"time:{TIME_INT}":
+        return value if isinstance(value, int) and -_INT64 < value < _INT64 else None
+    return _parse_datetime(value) if isinstance(value, str) else None
+
+
+def _parse_datetime(text: str) -> int | None:
+    text = text.strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    value = time_to_int(parsed)
+    return value if value != TIME_MISSING else None
