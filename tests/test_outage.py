@@ -23,10 +23,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from processes import free_port, stop_process
-from test_service_fixtures import add_shop, build_home, read
+from test_service_fixtures import add_shop, build_home, image_bytes, read
 
-pytestmark = [pytest.mark.slow]
+from app.main import create_app
+from indexer import store
+
 ADMIN_KEY = "outage-admin-key"
 BEFORE_S, DOWN_S, AFTER_S = 4.0, 7.0, 6.0
 GRACE_S = 2.5  # the probe notices within a second; a request on a dead connection reports at once
@@ -231,6 +234,7 @@ def _check(load: Load, log_lines: list[str]) -> None:
     assert not any("Traceback" in line for line in said) and len(said) <= 4, said
 
 
+@pytest.mark.slow
 def test_postgresql_stopped_and_started_mid_run(tmp_path, small_corpus):
     from postgres import PostgresUnavailable, throwaway_postgres
 
@@ -264,5 +268,53 @@ def _sqlite_back(settings) -> None:
     db.with_name("store.db.away").rename(db)
 
 
+@pytest.mark.slow
 def test_sqlite_file_unreadable_mid_run(tmp_path, small_corpus):
     _outage(tmp_path, small_corpus, database_url=None, take_away=_sqlite_away, bring_back=_sqlite_back)
+
+
+# --- In-process: a store that never answered, and a connection lost mid-request ---------------------
+
+
+def test_the_service_starts_without_its_store_and_reads_answer(built_settings):
+    nowhere = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+    settings = built_settings.model_copy(update={"database_url": nowhere, "api_key": ADMIN_KEY})
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(create_app(settings)) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert "PostgreSQL at 127.0.0.1" in ready.json()["store"]["reason"]
+        hits = c.get("/api/search/text", params={"q": "黑色皮质双肩包", "k": 3}).json()["results"]
+        assert c.get(hits[0]["url"]).status_code == 200  # a candidate image: its path is in the generation
+        r = c.post("/api/search/image", files={"file": ("q.png", image_bytes(), "image/png")})
+        assert r.status_code == 200 and all(h["caption"] for h in r.json()["results"])
+        stats = c.get("/api/stats").json()
+        assert stats["ready"] is True and stats["store_state"]["state"] == "degraded"
+        reload = c.post("/api/admin/reload", headers=admin)
+        assert reload.status_code == 503 and reload.headers["Retry-After"] == "5"
+        assert "PostgreSQL at 127.0.0.1" in reload.json()["detail"]
+        assert c.get("/api/images/not-a-candidate.jpg").status_code == 503  # only the store knows it
+        assert c.get("/healthz").status_code == 200
+
+
+def test_a_connection_lost_mid_request_is_a_503_said_once(built_settings, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    def lost(*_args, **_kwargs):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    with TestClient(create_app(built_settings)) as c:
+        health = c.app.state.service.health
+        probe = health.check
+        monkeypatch.setattr(health, "check", lambda: True)  # the probe thread waits for this test
+        monkeypatch.setattr(store, "get_image", lost)
+        for _ in range(3):
+            r = c.get("/api/images/not-a-candidate.jpg")
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+            assert "server closed the connection" in r.json()["detail"]
+        assert c.get("/readyz").json()["status"] == "degraded"
+        assert sum("store unreachable" in m for m in caplog.messages) == 1
+        assert not any("Traceback" in m or "unhandled" in m for m in caplog.messages)
+        probe()  # the probe: the store answers again
+        assert c.get("/readyz").json()["status"] == "ready"
+        assert sum("store back" in m for m in caplog.messages) == 1
