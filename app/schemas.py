@@ -173,8 +173,10 @@ class CorpusItemOut(BaseModel):
 
 
 class SearchInputError(BaseModel):
-    """422 of a collection search: the field at fault and the corpus's fields."""
+    """422 of a collection search: the field at fault and the corpus's fields (or FastAPI's list
+    of field errors for a body that is not even the right shape)."""
 
-    detail: str
+    detail: str | list[FieldError]
     field: str | None = None
+    message: str | None = None
     fields: dict[str, str] = Field(default_factory=dict)
