@@ -9,11 +9,12 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api import errors
 from app.api.main import api_router
 from app.api.routes.analysis import ANALYSIS_PREFIX, ReportFiles
 from app.core.security import document_search_key
@@ -58,15 +59,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     full_schema = app.openapi
     app.openapi = lambda: document_search_key(full_schema(), settings)
 
-    @app.exception_handler(TuwenError)
-    async def tuwen_error(_request: Request, exc: TuwenError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # the traceback goes to the server log, never to the client
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal server error (see the server log)"}, status_code=500)
+    errors.install(app)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

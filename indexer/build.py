@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from common.settings import Settings
+from indexer.collection.columns import Columns
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
-from indexer.encode.reader import competition_sets
+from indexer.encode.reader import EncodeSet, competition_sets
 from indexer.encode.runner import Runner, build_generation
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,31 @@ def index_corpus(
     say = echo or log.info
     sets = competition_sets(settings, say)
     mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
+    columns = {s.name: set_columns(s) for s in sets if s.searchable}  # the server reads no store
     final, counts = build_generation(
-        sets, mapper=mapper, root=settings.index_dir, runner=runner, say=say, index_factory=index_factory
+        sets,
+        mapper=mapper,
+        root=settings.index_dir,
+        runner=runner,
+        say=say,
+        index_factory=index_factory,
+        columns=columns,
     )
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return final
+
+
+def set_columns(s: EncodeSet) -> Columns:
+    """What a search returns of a candidate set's items: their captions (texts) or image paths."""
+    text = s.kind == "text"
+    items = [
+        SimpleNamespace(
+            item_id=r.item_id,
+            caption=r.source if text else None,
+            image_path=None if text else r.source,
+            time=None,
+            attributes={},
+        )
+        for r in s.rows
+    ]
+    return Columns.from_items(items, fields={}, time_kind=None)

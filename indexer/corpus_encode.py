@@ -18,7 +18,8 @@ from typing import Any
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
-from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, fingerprint, load_items
+from indexer.collection.columns import Columns
+from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, corpus_info, fingerprint, load_items
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
@@ -35,8 +36,8 @@ def corpus_sets(items: list[CorpusItem]) -> list[EncodeSet]:
     ]
     texts = [EncodeRow(i.position, i.item_id, i.caption) for i in items if i.caption]
     sets = [
-        EncodeSet(IMAGE_SET, "image", images, searchable=False),
-        EncodeSet(TEXT_SET, "text", texts, searchable=False),
+        EncodeSet(IMAGE_SET, "image", images, searchable=True),  # the service searches them
+        EncodeSet(TEXT_SET, "text", texts, searchable=True),
     ]
     return [s for s in sets if s.rows]
 
@@ -61,8 +62,16 @@ def encode_corpus(
         raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
     mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
     source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
+    info = corpus_info(settings=settings, name=name)  # the declared kinds, not guessed from values
+    columns = Columns.from_items(items, fields=info.fields, time_kind=info.time_kind)
     final, written = build_generation(
-        sets, mapper=mapper, root=corpus_dir(settings, name), runner=runner, say=say, source=source
+        sets,
+        mapper=mapper,
+        root=corpus_dir(settings, name),
+        runner=runner,
+        say=say,
+        source=source,
+        columns={None: columns},  # what a search returns, so the server needs no database
     )
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")

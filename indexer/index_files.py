@@ -9,6 +9,9 @@ Layout under ``$TUWEN_HOME/index``::
                                      competition: image_candidates, text_candidates,
                                      text_queries, image_queries
         <set>.faiss              for the searchable sets (the two candidate sets)
+        columns/<set>/           what a search returns of the searchable sets' items (captions,
+                                 image paths): ``indexer.collection.Columns``; a corpus's
+                                 generation keeps its items' columns in ``columns/``
 
 A generation is written under a temporary name and renamed into place before CURRENT is
 switched, so a reader sees either the old generation or the new one, never a half-built one.
@@ -37,6 +40,7 @@ from indexer.manifest import MANIFEST_FILE, Manifest
 CANDIDATE_SETS = (store.IMAGE_CANDIDATES, store.TEXT_CANDIDATES)
 QUERY_SETS = (store.TEXT_QUERIES, store.IMAGE_QUERIES)
 CURRENT = "CURRENT"
+COLUMNS = "columns"  # the items' columns (ids, captions, image paths, times, attributes)
 KEEP_GENERATIONS = 2  # the live one and the one before, which a server may still be reading
 
 
@@ -61,6 +65,11 @@ def save_faiss(folder: Path, name: str, index: faiss.Index) -> None:
 def _write_json(path: Path, obj) -> None:
     # Inside a generation's temporary folder, which ``publish_folder`` fsyncs and renames whole.
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def columns_dir(generation: Path, set_name: str | None = None) -> Path:
+    """Where a generation keeps its items' columns: ``columns/`` (a corpus) or ``columns/<set>/``."""
+    return generation / COLUMNS if set_name is None else generation / COLUMNS / set_name
 
 
 def publish_generation(index_dir: Path, tmp_dir: Path, manifest: Manifest | dict) -> Path:

@@ -221,3 +221,138 @@ def _post_image(url: str, data: bytes) -> list[dict]:
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         return json.loads(r.read())["results"]
+
+
+# --- Collections: the picker, filters from the corpus's fields, "more", "more like this", the URL ---
+
+DOCS = Path(__file__).parent.parent / "docs"
+FIGURES = "#corpus-results figure.result"
+
+
+@pytest.fixture(scope="module")
+def corpus_server(small_corpus, tmp_path_factory):
+    """``tuwen serve`` on a home with the competition index and the "shop" corpus (both tiny)."""
+    from test_service_fixtures import add_shop, build_home
+
+    root = tmp_path_factory.mktemp("browser-corpora")
+    settings = build_home(root / "home", small_corpus[0], precision="fp32")
+    add_shop(settings, root / "shop")
+    yield from _serve(settings.home, tmp_path_factory)
+
+
+def _serve(home, tmp_path_factory):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
+    env.update(HF_HUB_OFFLINE="1", TUWEN_PRECISION="fp32")
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuwen.cli", "serve", "--home", str(home), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not _ready(base):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"tuwen serve did not become ready:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        stop_process(proc)
+
+
+def _ready(base: str) -> bool:
+    try:
+        return get_json(f"{base}/readyz")[0] == 200
+    except OSError:
+        return False
+
+
+def _post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _shown_ids(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [f.get_attribute("data-id") for f in driver.find_elements(By.CSS_SELECTOR, FIGURES)]
+
+
+def _params(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(url).query).items()}
+
+
+def test_a_collection_is_searched_filtered_paged_and_shared(corpus_server, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    api = f"{corpus_server}/api/corpora/shop/search"
+    driver.get(corpus_server + "/")
+    wait_for(
+        driver,
+        lambda d: (
+            "shop" in [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#corpus option")]
+        ),
+    )
+    Select(driver.find_element(By.ID, "corpus")).select_by_value("shop")
+    assert driver.find_element(By.ID, "corpus-panel").is_displayed()
+    assert not driver.find_element(By.ID, "text-panel").is_displayed()
+    # the fields as controls: a select for the category, min/max for the price, dates for the time
+    category = Select(driver.find_element(By.CSS_SELECTOR, "#filters select[data-field=category]"))
+    assert sorted(o.text for o in category.options) == sorted(["全部", "连衣裙", "牛仔裤", "衬衫", "外套"])
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#filters input[data-field=price][type=number]")) == 2
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#filters input[data-field=time][type=date]")) == 2
+
+    box = driver.find_element(By.ID, "corpus-query")  # a search, scores shown, then "more"
+    box.send_keys("红色连衣裙")
+    box.send_keys(Keys.ENTER)
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, FIGURES)) == 20)
+    expected = _post_json(api, {"q": "红色连衣裙", "k": 40})["results"]
+    assert _shown_ids(driver) == [h["id"] for h in expected[:20]]
+    first_score = driver.find_element(By.CSS_SELECTOR, f"{FIGURES} .score").text
+    assert first_score == f"{expected[0]['score']:.3f}"
+    driver.find_element(By.ID, "more").click()
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, FIGURES)) == 40)
+    assert _shown_ids(driver) == [h["id"] for h in expected]
+    assert not driver.find_element(By.ID, "more").is_displayed()
+
+    category.select_by_visible_text("连衣裙")  # a filter: the address carries it
+    price_min = driver.find_element(By.CSS_SELECTOR, "#filters input[data-field=price][data-op=gte]")
+    price_min.send_keys("100")
+    price_min.send_keys(Keys.TAB)
+    where = {"category": "连衣裙", "price": {"gte": 100}}
+    wait_for(driver, lambda d: json.loads(_params(d.current_url).get("where", "{}")) == where)
+    filtered = _post_json(api, {"q": "红色连衣裙", "k": 20, "where": where})["results"]
+    wait_for(driver, lambda d: _shown_ids(d) == [h["id"] for h in filtered])
+    assert all("连衣裙" in f.text for f in driver.find_elements(By.CSS_SELECTOR, f"{FIGURES} .attrs"))
+    wait_for(driver, lambda d: d.execute_script(ALL_IMAGES_LOADED, "#corpus-results"))
+    DOCS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(DOCS / "search-page.png"))
+
+    clicked = _shown_ids(driver)[1]  # "more like this", still filtered
+    driver.find_elements(By.CSS_SELECTOR, FIGURES)[1].click()
+    wait_for(driver, lambda d: _params(d.current_url).get("item") == clicked)
+    similar = _post_json(api, {"item": clicked, "k": 20, "where": where})["results"]
+    wait_for(driver, lambda d: _shown_ids(d) == [h["id"] for h in similar])
+    assert clicked not in _shown_ids(driver)
+
+    shared = driver.current_url  # the link reopens the same search
+    driver.get("about:blank")
+    driver.get(shared)
+    wait_for(driver, lambda d: _shown_ids(d) == [h["id"] for h in similar])
+    chosen = Select(driver.find_element(By.CSS_SELECTOR, "#filters select[data-field=category]"))
+    assert chosen.first_selected_option.text == "连衣裙"
+    assert (
+        driver.find_element(By.CSS_SELECTOR, "#filters input[data-field=price][data-op=gte]").get_attribute(
+            "value"
+        )
+        == "100"
+    )

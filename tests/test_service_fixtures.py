@@ -94,3 +94,42 @@ def test_image_bytes_helper_makes_decodable_images():
     for mode, fmt in [("RGB", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG")]:
         with Image.open(io.BytesIO(image_bytes(mode, fmt=fmt))) as img:
             assert (img.format, img.mode, img.size) == (fmt, mode, (48, 48))
+
+
+# --- A user corpus ("shop"): items with images, captions, times and typed attributes -----------
+
+SHOP_CATEGORIES = ("连衣裙", "牛仔裤", "衬衫", "外套")
+SHOP_COLOURS = {"红色": (200, 30, 30), "蓝色": (30, 60, 200), "白色": (235, 235, 235), "黑色": (20, 20, 20)}
+
+
+def write_shop(folder: Path, *, n: int = 40, seed: int = 3) -> Path:
+    """``shop.csv`` and its images in ``folder``: id, image, caption, time, category, price, brand."""
+    import random
+
+    rng = random.Random(seed)
+    (folder / "photos").mkdir(parents=True, exist_ok=True)
+    lines = ["id,image,caption,time,category,price,brand"]
+    for i in range(n):
+        colour, rgb = rng.choice(list(SHOP_COLOURS.items()))
+        category = SHOP_CATEGORIES[i % len(SHOP_CATEGORIES)]
+        img = Image.new("RGB", (40, 40), rgb)
+        img.paste(tuple(rng.randrange(256) for _ in range(3)), (rng.randrange(20), rng.randrange(20), 30, 30))
+        img.save(folder / "photos" / f"s{i}.jpg")
+        day = f"2024-{1 + i % 12:02d}-{1 + i % 27:02d}"
+        price = f"{50 + (i * 37) % 400}.5"
+        lines.append(f"s{i},s{i}.jpg,{colour}{category} 款{i},{day},{category},{price},{'ab'[i % 2]}")
+    (folder / "shop.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "shop.csv"
+
+
+def add_shop(
+    settings: Settings, folder: Path, *, name: str = "shop", n: int = 40, encode: bool = True
+) -> None:
+    """Add the shop corpus to ``settings``'s store and (by default) encode it with tiny."""
+    from indexer.corpus_add import add_corpus
+    from indexer.corpus_encode import encode_corpus
+
+    csv = write_shop(folder, n=n)
+    add_corpus(settings=settings, name=name, file=csv, images=folder / "photos", workers=1, progress=False)
+    if encode:
+        encode_corpus(settings=settings, name=name, model="tiny", workers=0, progress=False)

@@ -11,9 +11,12 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.core.corpora import ServedCorpus
+from app.core.corpus_search import resolve
 from app.core.encoding import QueryEncoder
 from app.core.security import ADMIN_SCHEME, SEARCH_SCHEME, check_admin, check_search
 from app.core.state import Generation, ServiceState
+from app.core.store_health import RETRY_AFTER_S
 from common.settings import Settings
 from indexer.index_files import LoadedIndex
 
@@ -41,7 +44,25 @@ AdminCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(adm
 SearchCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(search_bearer)]
 
 
+def store_unavailable(state: ServiceState) -> HTTPException:
+    """503 naming the store, with Retry-After: what needs the store says so during an outage."""
+    return HTTPException(
+        status_code=503,
+        detail=state.health.unavailable_detail(),
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def require_store(state: StateDep) -> None:
+    """Writes and the admin reload: 503 at once while the store is down (no wait on a timeout)."""
+    if not state.health.ready:
+        raise store_unavailable(state)
+
+
 def get_session(state: StateDep) -> Iterator[Session]:
+    """A session on the store (503 while it is down; a connection lost mid-request is a 503 too)."""
+    if state.engine is None or not state.health.ready:
+        raise store_unavailable(state)
     with Session(state.engine) as session:
         yield session
 
@@ -66,6 +87,22 @@ def get_generation(generation: MaybeGenerationDep, state: StateDep) -> Generatio
 
 SessionDep = Annotated[Session, Depends(get_session)]
 GenerationDep = Annotated[Generation, Depends(get_generation)]
+
+
+async def get_corpus(name: str, state: StateDep) -> ServedCorpus:
+    """The corpus ``name`` as this request searches it: 404 unknown, 409 not encoded or stale."""
+    generation = await state.current()
+    served, load_error = await state.corpora.get(name)
+    return resolve(
+        name=name,
+        served=served,
+        load_error=load_error,
+        catalog=state.corpora.catalog,
+        competition=generation.corpora if generation else {},
+    )
+
+
+CorpusDep = Annotated[ServedCorpus, Depends(get_corpus)]
 
 
 # Both derive from the one Generation FastAPI resolves per request, so they always agree.
@@ -111,3 +148,11 @@ async def run_model(request: Request, fn: Callable[..., T], *args) -> T:
 def image_url(request: Request, image_id: str) -> str:
     """Relative URL of an image (relative, so it stays right behind a reverse proxy)."""
     return f"{request.scope.get('root_path', '')}/api/images/{quote(image_id, safe='')}"
+
+
+def item_image_url(request: Request, corpus: str, row: dict) -> str | None:
+    """Relative URL of a corpus item's image bytes, None when the item has no image."""
+    if not row.get("image_path"):
+        return None
+    item = quote(row["id"], safe="")
+    return f"{request.scope.get('root_path', '')}/api/corpora/{quote(corpus, safe='')}/items/{item}/image"

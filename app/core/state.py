@@ -1,38 +1,37 @@
-"""What the service holds: the store engine and the live index generation with its model.
+"""What the service holds: the store's health, the live competition generation and the served
+corpora, each with the query encoder of its model.
 
-A request captures one ``Generation`` at its start and uses only that object, so it never mixes
-ids or vectors of two generations. ``tuwen index`` publishes a new generation by replacing
-``$TUWEN_HOME/index/CURRENT``; every request stats that file (a few microseconds) and, when it
-changed, the first request to notice starts loading the new generation (and its model when the
-model differs) on a background thread. Requests keep using the live generation until the new one
-is loaded, then the reference is swapped in one assignment. Why not load inside the request: a new
-model (and, with an exported backend, its conversion) takes seconds to minutes, and every query
-would wait for it. Only a server with nothing live yet waits for the load. A generation that fails
-to load is logged and reported in /api/stats; the previous one keeps serving.
+A request captures one ``Generation`` (or one served corpus) at its start and uses only that
+object, so it never mixes ids or vectors of two generations. ``tuwen index`` publishes a new
+generation by replacing ``$TUWEN_HOME/index/CURRENT`` and ``tuwen corpus encode`` one of
+``$TUWEN_HOME/corpora/<name>/CURRENT``; each root is a ``Watched`` (``app.core.watch``): CURRENT
+is stat'ed at most every half second off the event loop, a change loads the new generation (and
+its model when the model differs) on a background thread, and the reference is swapped in one
+assignment when it is loaded. Query encoders are shared per model id: a corpus encoded with the
+competition index's model uses the same encoder (and text cache); another model is loaded once.
+
+Searches never need the store: everything they return is loaded with the generations.
+``StoreHealth`` (``app.core.store_health``) watches the store for what does need it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-import anyio.to_thread
 from sqlalchemy.engine import Engine
 
+from app.core.corpora import CATALOG_INTERVAL_S, CorpusRegistry, ServedCorpus, competition_corpora
 from app.core.encoding import QueryEncoder
+from app.core.store_health import StoreHealth
+from app.core.watch import Watched
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
-from indexer.index_files import (
-    CURRENT,
-    LoadedIndex,
-    current_generation,
-    current_generation_name,
-    load_generation,
-)
+from indexer.index_files import LoadedIndex, load_generation
 from indexer.manifest import Manifest
 from models.encoder import open_encoder
 
@@ -47,6 +46,7 @@ class Generation:
     index: LoadedIndex
     queries: QueryEncoder
     loaded_at: float
+    corpora: dict[str, ServedCorpus]  # its candidate sets as corpora (columns: captions, image paths)
 
     @property
     def manifest(self) -> Manifest:
@@ -54,124 +54,110 @@ class Generation:
 
 
 class ServiceState:
-    def __init__(self, settings: Settings, engine: Engine):
+    def __init__(self, settings: Settings, health: StoreHealth):
         self.settings = settings
-        self.engine = engine
-        self.generation: Generation | None = None
-        self.last_error: str | None = None  # why the newest CURRENT could not be loaded
-        self._signature: tuple | None = None  # of the CURRENT file we last acted on
-        self._lock = threading.Lock()  # one load at a time
-        self._loader: threading.Thread | None = None  # the background load, while it runs
-        self._loader_guard = threading.Lock()
+        self.health = health
+        self.competition: Watched[Generation] = Watched(
+            settings.index_dir, self._load, label="index generation", on_swap=self.drop_unused_encoders
+        )
+        self.corpora = CorpusRegistry(settings, self.query_encoder, on_swap=self.drop_unused_encoders)
+        self.store_counts: dict[str, int] = {}  # as last read (the probe's thread refreshes them)
+        self._encoders: dict[str, QueryEncoder] = {}  # by model id, shared by every generation
+        self._encoders_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
-        """Open the store and load the live generation; no index yet is fine (not ready)."""
-        state = cls(settings, store.make_engine(settings.store_url))
+        """Open the store (an unreachable one is fine: degraded), load the live generation and
+        the encoded corpora; no index yet is fine (the competition search answers 503)."""
+        health = StoreHealth(settings.store_url)
+        state = cls(settings, health)
         try:
-            state._signature = state._pointer_signature()
-            if current_generation_name(settings.index_dir) is None:
+            health.open()
+            state.competition.open(strict=True)
+            if state.generation is None:
                 log.warning("no index in %s yet: run `tuwen index` (503 until then)", settings.index_dir)
-                return state
-            state.generation = state._load(current_generation(settings.index_dir).name, previous=None)
+            state.corpora.open()
+            health.add_task(CATALOG_INTERVAL_S, state.corpora.refresh_catalog)
+            health.add_task(CATALOG_INTERVAL_S, state.refresh_counts)
+            if health.engine is not None:
+                health.check()  # the catalog and counts now, not a second after the start
+            health.start()
         except BaseException:
             state.close()
             raise
         return state
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.health.close()
 
-    def _pointer_signature(self) -> tuple | None:
-        try:
-            st = os.stat(self.settings.index_dir / CURRENT)
-        except FileNotFoundError:
-            return None
-        # CURRENT is replaced with os.replace: a new inode and mtime each publish
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def refresh_counts(self, engine: Engine) -> None:
+        with store.transaction(engine) as session:
+            self.store_counts = store.counts(session)
 
-    def pointer_changed(self) -> bool:
-        return self._pointer_signature() != self._signature
+    @property
+    def engine(self) -> Engine | None:
+        """The store's engine, None while the store has not answered since the start."""
+        return self.health.engine
 
-    async def current(self) -> Generation | None:
-        """The generation a request should use: the live one, while a newly published one loads.
+    @property
+    def generation(self) -> Generation | None:
+        return self.competition.live
 
-        With nothing live yet, the request waits for the load (there is nothing else to serve).
-        """
-        live = self.generation
-        if not self.pointer_changed():
-            return live
-        if live is None:
-            await anyio.to_thread.run_sync(self.refresh)
-            return self.generation
-        self._refresh_in_background()
-        return live
+    @property
+    def last_error(self) -> str | None:
+        return self.competition.last_error
 
     @property
     def loading(self) -> bool:
-        """A newly published generation is being loaded in the background."""
-        loader = self._loader
-        return loader is not None and loader.is_alive()
+        """A newly published generation (competition or corpus) is loading in the background."""
+        return self.competition.loading or self.corpora.loading
 
-    def _refresh_in_background(self) -> None:
-        with self._loader_guard:
-            if self.loading:
-                return  # one loader; a publish during its load is seen by the next request
-            self._loader = threading.Thread(target=self.refresh, name="tuwen-generation-loader", daemon=True)
-            self._loader.start()
-
-    def wait_loaded(self, timeout: float | None = None) -> None:
-        """Block until a background load (if any) has finished (tests use it to wait for a swap)."""
-        loader = self._loader
-        if loader is not None:
-            loader.join(timeout)
+    async def current(self) -> Generation | None:
+        """The competition generation a request should use (see ``Watched.current``)."""
+        return await self.competition.current()
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Load the generation CURRENT names if it is not the live one (blocking); True if swapped.
+        return self.competition.refresh(force=force)
 
-        With ``force`` a load failure raises TuwenError instead of being only logged.
-        """
-        with self._lock:
-            signature = self._pointer_signature()
-            if signature == self._signature and not force:
-                return False  # another request already handled this change
-            self._signature = signature
-            previous = self.generation
-            name = current_generation_name(self.settings.index_dir)
-            if name is None:
-                return False
-            if previous is not None and previous.name == name:
-                self.last_error = None  # CURRENT points back at what we serve: nothing is wrong
-                return False
-            try:
-                path = current_generation(self.settings.index_dir)
-                generation = self._load(path.name, previous=previous)
-            except Exception as exc:  # noqa: BLE001 - keep serving the previous generation
-                self.last_error = f"could not load index generation {name}: {exc}"
-                log.error("%s; still serving %s", self.last_error, previous.name if previous else "nothing")
-                if force:
-                    raise TuwenError(self.last_error) from exc
-                return False
-            self.generation = generation  # one reference assignment: the swap
-            self.last_error = None
-            log.info("serving index generation %s (model %s)", generation.name, generation.queries.model_id)
-            return True
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        """Notice any publish now and block until its load has finished (tests wait for swaps so)."""
+        self.competition.wait_loaded(timeout)
+        self.corpora.wait_loaded(timeout)
 
-    def _load(self, name: str, *, previous: Generation | None) -> Generation:
-        index = load_generation(self.settings.index_dir / name)
-        spec = index.manifest.model_spec
-        if previous is not None and previous.queries.model_id == index.model_id:
-            queries = previous.queries  # same weights: keep the model and its warm text cache
-        else:
-            if not spec:
-                raise TuwenError(f"{index.path}/manifest.json names no model_spec: rerun `tuwen index`")
-            # release_torch: with an exported backend, the PyTorch weights are freed once loaded
-            encoder = open_encoder(spec, settings=self.settings, release_torch=True)
-            log.info("query encoder: model %s, %s", encoder.model_id, encoder.describe())
-            queries = QueryEncoder(
-                encoder,
-                batch_window_ms=self.settings.query_batch_window_ms,
-                batch_max=self.settings.query_batch_max,
-            )
+    def _load(self, path: Path, previous: Generation | None) -> Generation:
+        index = load_generation(path)
+        queries = self.query_encoder(index.manifest.model_spec, index.model_id, where=index.path)
         index.check_model(queries.model_id)
-        return Generation(name=name, index=index, queries=queries, loaded_at=time.time())
+        corpora = competition_corpora(index, queries)
+        return Generation(
+            name=path.name, index=index, queries=queries, loaded_at=time.time(), corpora=corpora
+        )
+
+    def query_encoder(self, spec: str, model_id: str, *, where: Path) -> QueryEncoder:
+        """The query encoder of ``model_id``: the loaded one, else loaded from ``spec`` (once)."""
+        with self._encoders_lock:  # loads run on loader threads; one model load at a time
+            queries = self._encoders.get(model_id)
+            if queries is None:
+                if not spec:
+                    raise TuwenError(f"{where}/manifest.json names no model_spec: encode it again")
+                queries = self._encoders[model_id] = self._open_query_encoder(spec)
+            return queries
+
+    def _open_query_encoder(self, spec: str) -> QueryEncoder:
+        # release_torch: with an exported backend, the PyTorch weights are freed once converted
+        encoder = open_encoder(spec, settings=self.settings, release_torch=True)
+        log.info("query encoder: model %s, %s", encoder.model_id, encoder.describe())
+        return QueryEncoder(
+            encoder,
+            batch_window_ms=self.settings.query_batch_window_ms,
+            batch_max=self.settings.query_batch_max,
+        )
+
+    def drop_unused_encoders(self) -> None:
+        """Forget the encoders no live generation uses any more (after a swap to another model)."""
+        used = self.corpora.model_ids()
+        if self.generation is not None:
+            used.add(self.generation.queries.model_id)
+        with self._encoders_lock:
+            for model_id in [m for m in self._encoders if m not in used]:
+                del self._encoders[model_id]

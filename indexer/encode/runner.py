@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,12 +60,16 @@ def build_generation(
     say: Say = log.info,
     index_factory: str | None = None,
     source: dict | None = None,
+    columns: dict[str | None, Any] | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """Encode ``sets`` with ``mapper`` through ``runner`` into a new generation under ``root`` and
     make it live; returns its folder and the rows per set. What ``tuwen index`` and
-    ``tuwen corpus encode`` both do, with their own sets, root and ``source``."""
+    ``tuwen corpus encode`` both do, with their own sets, root and ``source``; ``columns``
+    (``Columns`` by set name, None for a corpus's items) are stored with the vectors."""
     say(mapper.describe())
     with GenerationWriter(root, index_factory=index_factory) as writer:
         runner(sets, mapper, writer, say)
+        for set_name, cols in (columns or {}).items():
+            writer.write_columns(cols, set_name=set_name)
         final = writer.publish(**mapper.model_fields(), source=source)
     return final, dict(writer.counts)

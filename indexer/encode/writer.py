@@ -71,6 +71,11 @@ class GenerationWriter:
         self.sets.append(name)
         self.counts[name] = len(ids)
 
+    def write_columns(self, columns: Any, *, set_name: str | None = None) -> None:
+        """Store the items' columns (``indexer.collection.Columns``): what a search returns, so the
+        server needs no database. A corpus's go to ``columns/``, a competition set's to ``columns/<set>/``."""
+        columns.save(index_files.columns_dir(self._folder(), set_name))
+
     def manifest(self, **model: Any) -> Manifest:
         """The manifest of what was written, with the model fields given (model_spec, model_id...)."""
         return Manifest(

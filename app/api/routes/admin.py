@@ -5,15 +5,15 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException
 
-from app.api.deps import StateDep, require_admin
+from app.api.deps import StateDep, require_admin, require_store
 from app.schemas import ErrorOut, ReloadOut
 from common.errors import TuwenError
 
 router = APIRouter(
     prefix="/api/admin",
     tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+    dependencies=[Depends(require_admin), Depends(require_store)],  # 503 while the store is down
+    responses={code: {"model": ErrorOut} for code in (401, 403, 503)},
 )
 
 

@@ -7,18 +7,21 @@ from typing import Annotated
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from sqlalchemy.orm import Session
 
 from app.api.deps import (
     GenerationDep,
     K,
-    SessionDep,
     SettingsDep,
+    StateDep,
     check_query,
     image_url,
     require_search_key,
     run_model,
+    store_unavailable,
 )
 from app.core.encoding import QueryEncoder
+from app.core.state import Generation, ServiceState
 from app.core.uploads import decode_upload, read_upload
 from app.schemas import (
     ErrorOut,
@@ -84,11 +87,23 @@ async def search_text(
     return TextSearchOut(query=query, generation=generation.name, results=_image_hits(request, hits))
 
 
+def _captions(generation: Generation, state: ServiceState, text_ids: list[str]) -> dict[str, str]:
+    """Captions from the generation's columns (no store); an index built before them reads the store."""
+    served = generation.corpora.get(store.TEXT_CANDIDATES)
+    if served is not None:
+        columns = served.columns
+        return {i: columns.captions[r] or "" for i in text_ids if (r := columns.row_of(i)) is not None}
+    if state.engine is None:
+        raise store_unavailable(state)
+    with Session(state.engine) as session:  # an old generation: a store outage is a 503 here
+        return store.get_captions(session, collection=store.TEXT_CANDIDATES, text_ids=text_ids)
+
+
 @router.post("/image", response_model=ImageToTextOut, responses=UPLOAD_ERRORS)
 async def search_image(
     request: Request,
     generation: GenerationDep,
-    session: SessionDep,
+    state: StateDep,
     settings: SettingsDep,
     file: UploadField,
     k: K = 5,
@@ -97,9 +112,7 @@ async def search_image(
     _require_set(generation.index, store.TEXT_CANDIDATES)
     vector = await _upload_vector(request, generation, file, settings)
     hits = await run_model(request, _search, generation.index, store.TEXT_CANDIDATES, vector, k)
-    captions = await anyio.to_thread.run_sync(
-        lambda: store.get_captions(session, collection=store.TEXT_CANDIDATES, text_ids=[i for i, _ in hits])
-    )
+    captions = await anyio.to_thread.run_sync(_captions, generation, state, [i for i, _ in hits])
     results = [TextHit(text_id=i, caption=captions.get(i, ""), score=s) for i, s in hits]
     return ImageToTextOut(generation=generation.name, results=results)
 
