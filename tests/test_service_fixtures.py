@@ -11,8 +11,10 @@ import torch
 from conftest import copy_home
 from PIL import Image
 
+from common.precision import cpu_supports_bf16
 from common.settings import Settings
 from indexer.build import index_corpus
+from indexer.index_files import load_current
 from indexer.ingest import ingest
 from models.encoder import Encoder
 from models.factory import build_model, create_model_and_transforms
@@ -63,12 +65,34 @@ def read(path) -> bytes:
 
 def expected_top(settings: Settings, vector: np.ndarray, candidates: str, k: int) -> list[str]:
     """Brute-force top-k ids for ``vector`` against the live generation's stored vectors."""
-    from indexer.index_files import load_current
-
     loaded = load_current(settings.index_dir)
     vs = loaded.sets[candidates]
     scores = vs.vectors @ vector.reshape(-1)
     return [vs.ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def assert_exact_top(settings: Settings, vector: np.ndarray, candidates: str, got: list[str]) -> None:
+    """``got`` is the brute-force top ``len(got)`` for an image ``vector``, up to swaps of near-ties.
+
+    Why not ``== expected_top``: on a CPU with native bf16 the server encodes images in bf16 on its
+    backend (OpenVINO) and the test in bf16 on PyTorch; the two differ by ~1e-3 in cosine, so two
+    candidates that close may trade places. Each rank's exact score must still be the exact
+    ranking's score at that rank (within the tolerance), and the ids distinct: nothing else passes.
+    """
+    vs = load_current(settings.index_dir).sets[candidates]
+    scores = vs.vectors @ vector.reshape(-1)
+    by_id = dict(zip(vs.ids, scores.tolist(), strict=True))
+    best = np.sort(scores)[::-1][: len(got)]
+    tol = 2e-2 if cpu_supports_bf16() else 1e-5
+    assert len(set(got)) == len(got)
+    for rank, (item, exact) in enumerate(zip(got, best, strict=True)):
+        assert abs(by_id[item] - exact) <= tol, (
+            rank,
+            item,
+            by_id[item],
+            exact,
+            expected_top(settings, vector, candidates, len(got)),
+        )
 
 
 def encoder_for(spec: str) -> Encoder:
