@@ -60,7 +60,10 @@ class Postgres:
         command = [str(self.bindir / tool), *args]
         if self.run_as:
             command = ["runuser", "-u", self.run_as, "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.folder)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.folder)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # no runuser, or a server that hangs
+            raise PostgresUnavailable(f"{tool} could not run: {exc}") from exc
         if done.returncode != 0:
             raise PostgresUnavailable(
                 f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}"

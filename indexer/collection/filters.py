@@ -94,14 +94,13 @@ class Condition:
         if self.is_time:
             if columns.time_kind != self.kind:
                 return self._all_missing(len(columns))
-            present = columns.time != TIME_MISSING
-            return _compare(columns.time, self.op, self.value, present)
+            return _compare(columns.time, self.op, self.value, is_time=True)
         kind = columns.fields.get(self.field)
         if kind is None or (kind == KIND_STR) != (self.kind == KIND_STR):
             return self._all_missing(len(columns))
         if kind == KIND_STR:
             return _compare_codes(columns.codes[self.field], columns.vocab[self.field], self.op, self.value)
-        return _compare(columns.numbers[self.field], self.op, self.value, None)
+        return _compare(columns.numbers[self.field], self.op, self.value, is_time=False)
 
     def _all_missing(self, n: int) -> np.ndarray:
         return np.full(n, self.op in MISSING_MATCHES, dtype=bool)
@@ -129,8 +128,8 @@ class Filter:
         return out
 
 
-def _compare(values: np.ndarray, op: str, operand: Any, present: np.ndarray | None) -> np.ndarray:
-    """Numbers (NaN = missing, ``present`` None) or times (``present`` given)."""
+def _compare(values: np.ndarray, op: str, operand: Any, *, is_time: bool) -> np.ndarray:
+    """Numbers (NaN = missing: fails every comparison) or times (``TIME_MISSING``: the smallest)."""
     if op in LIST_OPS:
         hit = _isin(values, operand)
         return hit if op == "in" else ~hit
@@ -141,7 +140,9 @@ def _compare(values: np.ndarray, op: str, operand: Any, present: np.ndarray | No
     hit = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}[op](
         values, operand
     )
-    return hit if present is None or op in ("gt", "gte") else hit & present  # the sentinel is smallest
+    if is_time and op in ("lt", "lte"):  # the missing sentinel is below every time
+        hit &= values != TIME_MISSING
+    return hit
 
 
 def _isin(values: np.ndarray, operand: tuple) -> np.ndarray:
