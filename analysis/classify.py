@@ -17,7 +17,6 @@ majority-class baseline, and a confusion matrix of the best model's out-of-fold 
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +26,10 @@ import numpy as np
 
 from analysis.data import CorpusData
 from analysis.features import attribute_values, fmt_mean_std, mean_std, tfidf_features, verdict
+from analysis.options import FUSIONS, ClassifyOptions, parse_list
 from common.console import say as _say
 from common.errors import TuwenError
 
-TEXT_KINDS = ("clip", "tfidf")
-FUSIONS = ("early", "late", "attention")
 METRICS = ("accuracy", "macro_f1")
 LATE_WEIGHTS = np.linspace(0.0, 1.0, 21)
 
@@ -308,14 +306,6 @@ def cross_validate(
     return list(outcomes.values())
 
 
-def _parse_list(value: str | Sequence[str], *, allowed: Sequence[str], option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    unknown = [v for v in items if v and v not in allowed]
-    if unknown:
-        raise TuwenError(f"{option}: unknown {', '.join(unknown)} (use {', '.join(allowed)})")
-    return list(dict.fromkeys(v for v in items if v))
-
-
 def _unavailable(data: CorpusData, *, text: str, fusion: Sequence[str]) -> list[Outcome]:
     """Rows for what the corpus cannot give, so the table shows them instead of hiding them."""
     rows = []
@@ -335,22 +325,12 @@ def _unavailable(data: CorpusData, *, text: str, fusion: Sequence[str]) -> list[
 
 
 def run_classify(
-    *,
-    data: CorpusData,
-    label: str,
-    out: str | Path,
-    folds: int = 5,
-    text: str = "clip",
-    fusion: str | Sequence[str] = ("early", "late"),
-    seed: int = 0,
-    say: Callable[[str], None] = _say,
+    data: CorpusData, options: ClassifyOptions, *, out: str | Path, say: Callable[[str], None] = _say
 ) -> dict:
     """Cross-validate every feature set and fusion against the majority class; write the report."""
-    fusions = _parse_list(fusion, allowed=FUSIONS, option="--fusion")
-    if text not in TEXT_KINDS:
-        raise TuwenError(f"--text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
-    if folds < 2:
-        raise TuwenError(f"--folds must be at least 2, not {folds}")
+    options.check()
+    fusions = parse_list(options.fusion, allowed=FUSIONS, option="--fusion")
+    label, folds, text, seed = options.label, options.folds, options.text, options.seed
     labels = class_labels(data, label=label, folds=folds)
     rows = labels.rows
     blocks = {}
@@ -507,37 +487,3 @@ def _confusion_figure(outcome: Outcome, labels: Labels):
     )
     ax.set_title(outcome.name, fontsize=10)
     return fig
-
-
-def add_parser(studies, *, common) -> argparse.ArgumentParser:
-    """``tuwen analyze classify NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "classify",
-        help="image vs text vs early/late fusion, stratified k-fold",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument("--label", required=True, help="attribute to predict (any values: binary or multi-class)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--text", choices=TEXT_KINDS, default="clip", help="text features used in the fusions")
-    p.add_argument("--fusion", default="early,late", help="comma list of early,late,attention")
-    return p
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-
-    out, data = study_inputs(args, f"classify-{args.label}")
-    result = run_classify(
-        data=data,
-        label=args.label,
-        out=out,
-        folds=args.folds,
-        text=args.text,
-        fusion=args.fusion,
-        seed=args.seed,
-    )
-    return finished(result["report"], table=result["table"], verdict="\n".join(result["verdict"]))

@@ -8,37 +8,28 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
 
+import jieba
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from common.errors import TuwenError
 
 _WORD = re.compile(r"\w", re.UNICODE)
+jieba.setLogLevel(logging.WARNING)  # its "Building prefix dict" chatter on first use
 
 
 def jieba_words(text: str) -> list[str]:
     """jieba's words of ``text`` without punctuation and whitespace (Latin words are kept)."""
-    import jieba
-
-    _quiet_jieba()
     return [w for w in jieba.lcut(text) if _WORD.search(w)]
-
-
-def _quiet_jieba() -> None:
-    import logging
-
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
 
 
 def tfidf_vectorizer(*, max_features: int = 2000):
     """An unfitted scikit-learn ``TfidfVectorizer`` over jieba words (sublinear tf, L2 rows)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     return TfidfVectorizer(
         tokenizer=jieba_words,
         token_pattern=None,

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.data import CorpusData
+from common.reports import reports_dir
 from common.settings import Settings
+from indexer.corpus import load_embeddings, load_items
 
 
 def load_corpus_data(*, settings: Settings, name: str) -> CorpusData:
     """Items and embeddings of corpus ``name``; ``TuwenError`` when it is unknown or not encoded."""
-    from indexer.corpus import load_embeddings, load_items
-
     items = load_items(settings=settings, name=name)
     embeddings = load_embeddings(settings=settings, name=name)
     return corpus_data(name=name, items=items, embeddings=embeddings)
@@ -56,8 +56,9 @@ def _mask(mask, vectors) -> np.ndarray | None:
 
 
 def report_dir(*, settings: Settings, study: str, name: str, out: str | Path | None) -> Path:
-    """``--out`` when given, else ``$TUWEN_HOME/analysis/<study>-<name>/`` (where the service lists it)."""
+    """``--out`` when given, else ``$TUWEN_HOME/analysis/<study>-<name>/`` (``common.reports``: where the
+    service lists it)."""
     if out is not None:
         return Path(out).expanduser()
     safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "corpus"  # one folder, never a path
-    return settings.home_dir / "analysis" / f"{study}-{safe}"
+    return reports_dir(settings.home_dir) / f"{study}-{safe}"

@@ -15,9 +15,8 @@ the majority-class rate without saying so.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -32,13 +31,12 @@ from analysis.features import (
     tfidf_features,
     verdict,
 )
+from analysis.options import RULES, SEQUENCE_MODELS, TrendOptions, parse_list
+from analysis.options import TREND_FEATURES as FEATURE_SETS
+from analysis.options import TREND_PERIODS as PERIODS
 from common.console import say as _say
 from common.errors import TuwenError
 
-PERIODS = ("auto", "day", "week", "month")
-RULES = ("any", "majority")
-FEATURE_SETS = ("image", "text", "both", "tfidf")
-SEQUENCE_MODELS = ("lstm", "transformer")
 BASELINES = ("majority class", "same as last period", "logistic regression (window mean)")
 METRICS = ("accuracy", "f1", "roc_auc")
 
@@ -408,41 +406,15 @@ def honest_sentence(results: Sequence[Result], *, metric: str = "accuracy", spre
     )
 
 
-def _parse_list(value: str | Sequence[str], *, allowed: Sequence[str], option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    items = [v for v in items if v]
-    unknown = [v for v in items if v not in allowed]
-    if unknown or not items:
-        raise TuwenError(f"{option}: unknown {', '.join(unknown) or 'empty list'} (use {', '.join(allowed)})")
-    return list(dict.fromkeys(items))
-
-
 def run_trend(
-    *,
-    data: CorpusData,
-    label: str,
-    out: str | Path,
-    period: str = "auto",
-    threshold: float | None = None,
-    rule: str = "majority",
-    window: int = 10,
-    test_fraction: float = 0.2,
-    features: str | Sequence[str] = FEATURE_SETS,
-    models: str | Sequence[str] = SEQUENCE_MODELS,
-    seeds: int = 5,
-    first_seed: int = 0,
-    epochs: int = 100,
-    components: int = 16,
-    say: Callable[[str], None] = _say,
+    data: CorpusData, options: TrendOptions, *, out: str | Path, say: Callable[[str], None] = _say
 ) -> dict:
     """Build the series, train and score every model beside the baselines, write the report."""
-    used = dict(label=label, period=period, threshold=threshold, rule=rule, window=window)
-    used.update(test_fraction=test_fraction, seeds=seeds, first_seed=first_seed, epochs=epochs)
-    used.update(components=components)
-    wanted = _parse_list(features, allowed=FEATURE_SETS, option="--features")
-    kinds = _parse_list(models, allowed=SEQUENCE_MODELS, option="--models")
-    if seeds < 1:
-        raise TuwenError(f"--seeds must be at least 1, not {seeds}")
+    options.check()
+    used = asdict(options)
+    wanted = parse_list(options.features, allowed=FEATURE_SETS, option="--features")
+    kinds = parse_list(options.models, allowed=SEQUENCE_MODELS, option="--models")
+    window, seeds, first_seed = options.window, options.seeds, options.seed
     series, (train_t, test_t) = _series_and_split(data, used)
     chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(train_t[-1]) + 1)
     say(f"trend: {len(series)} periods, {len(train_t)} training and {len(test_t)} test windows of {window}")
@@ -457,8 +429,8 @@ def run_trend(
             test_t=test_t,
             models=kinds,
             seeds=range(first_seed, first_seed + seeds),
-            epochs=epochs,
-            components=components,
+            epochs=options.epochs,
+            components=options.components,
             say=say,
         )
     for name, reason in missing.items():
@@ -597,55 +569,3 @@ def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
     ax.set_ylabel("P(label = 1)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3, frameon=False)
     return fig
-
-
-def add_parser(studies, *, common) -> argparse.ArgumentParser:
-    """``tuwen analyze trend NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "trend",
-        help="predict a period's label from the previous periods",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument("--label", required=True, help="attribute: 0/1, boolean, or numeric with --threshold")
-    p.add_argument(
-        "--period", choices=PERIODS, default="auto", help="auto: integer times as is, dates by day"
-    )
-    p.add_argument("--threshold", type=float, default=None, help="numeric label: positive when above this")
-    p.add_argument(
-        "--rule", choices=RULES, default="majority", help="period positive when any / most items are"
-    )
-    p.add_argument("--window", type=int, default=10, help="periods per window, the last one being predicted")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="last share of the periods held out")
-    p.add_argument("--features", default=",".join(FEATURE_SETS), help="comma list of image,text,both,tfidf")
-    p.add_argument("--models", default=",".join(SEQUENCE_MODELS), help="comma list of lstm,transformer")
-    p.add_argument("--seeds", type=int, default=5, help="training runs per model (seeds --seed, --seed+1, …)")
-    p.add_argument("--epochs", type=int, default=100, help="full-batch training epochs per run")
-    p.add_argument("--components", type=int, default=16, help="principal axes kept per feature set (0: all)")
-    return p
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-
-    out, data = study_inputs(args, f"trend-{args.label}")
-    result = run_trend(
-        data=data,
-        label=args.label,
-        out=out,
-        period=args.period,
-        threshold=args.threshold,
-        rule=args.rule,
-        window=args.window,
-        test_fraction=args.test_fraction,
-        features=args.features,
-        models=args.models,
-        seeds=args.seeds,
-        first_seed=args.seed,
-        epochs=args.epochs,
-        components=args.components,
-    )
-    return finished(result["report"], table=result["table"], verdict=result["verdict"])

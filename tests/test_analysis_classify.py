@@ -10,11 +10,17 @@ import pytest
 
 from analysis.classify import class_labels, late_weight, pool, run_classify
 from analysis.data import CorpusData
+from analysis.options import ClassifyOptions
 from common.errors import TuwenError
 
 
 def quiet(_: str) -> None:
     pass
+
+
+def classify(data: CorpusData, *, out, say=quiet, **options) -> dict:
+    """``run_classify`` with the options as keywords."""
+    return run_classify(data, ClassifyOptions(**options), out=out, say=say)
 
 
 def synthetic(*, n: int = 120, dim: int = 6, seed: int = 0, images: bool = True) -> CorpusData:
@@ -68,9 +74,7 @@ def test_late_weight_trusts_the_informative_modality():
 
 def test_multiclass_report_with_baseline_first(tmp_path):
     data = synthetic()
-    result = run_classify(
-        data=data, label="colour", out=tmp_path / "r", folds=3, fusion="early,late", say=quiet
-    )
+    result = classify(data, label="colour", out=tmp_path / "r", folds=3, fusion=("early", "late"))
     rows = {r["features"]: r for r in result["table"]}
     assert result["table"][0]["features"] == "majority class"
     image_acc = float(rows["image"]["accuracy"].split(" ± ")[0])
@@ -94,8 +98,8 @@ def test_missing_labels_are_left_out():
 
 def test_text_only_corpus_marks_image_and_fusion_unavailable(tmp_path):
     data = synthetic(images=False)
-    result = run_classify(
-        data=data, label="colour", out=tmp_path / "r", folds=3, fusion="early,late,attention", say=quiet
+    result = classify(
+        data, label="colour", out=tmp_path / "r", folds=3, fusion=("early", "late", "attention")
     )
     rows = {r["features"]: r for r in result["table"]}
     assert rows["image"]["accuracy"] == "unavailable: the corpus has no image embeddings"
@@ -111,15 +115,15 @@ def test_text_only_corpus_marks_image_and_fusion_unavailable(tmp_path):
         ({"label": "nope"}, "unknown field --label 'nope'"),
         ({"label": "same"}, "single class"),
         ({"label": "rare"}, "fewer items than --folds 5.*'y': 3"),
-        ({"fusion": "early,sideways"}, "--fusion: unknown sideways"),
+        ({"fusion": ("early", "sideways")}, "--fusion: unknown sideways"),
         ({"text": "bert"}, "--text must be one of"),
         ({"folds": 1}, "--folds must be at least 2"),
     ],
 )
 def test_bad_parameters_name_what_is_wrong(tmp_path, overrides, message):
-    kwargs = {"data": synthetic(), "label": "colour", "out": tmp_path / "r", "folds": 5, "say": quiet}
+    kwargs = {"label": "colour", "out": tmp_path / "r", "folds": 5}
     with pytest.raises(TuwenError, match=message):
-        run_classify(**{**kwargs, **overrides})
+        classify(synthetic(), **{**kwargs, **overrides})
 
 
 def demo_fusion_data(n: int = 800) -> CorpusData:
@@ -156,7 +160,7 @@ def test_planted_fusion_beats_either_modality(tmp_path, one_thread):
     beat the better single modality by 0.05 accuracy, and no caption names the garment."""
     data = demo_fusion_data()
     assert not any(g in c for c in data.captions for g in ("连衣裙", "半身裙", "帽子", "衬衫", "T恤", "裤子"))
-    result = run_classify(data=data, label="bestseller", out=tmp_path / "r", fusion="early,late", say=quiet)
+    result = classify(data, label="bestseller", out=tmp_path / "r", fusion=("early", "late"))
     acc = {o.name: o.summary("accuracy")[0] for o in result["outcomes"]}
     single = max(acc["image"], acc["text (clip)"], acc["text (tfidf)"])
     assert acc["majority class"] <= 0.55 and single <= 0.80

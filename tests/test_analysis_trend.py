@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.data import CorpusData
+from analysis.options import TrendOptions
 from analysis.trend import (
     build_series,
     chronological_split,
@@ -19,6 +20,12 @@ from analysis.trend import (
     window_inputs,
 )
 from common.errors import TuwenError
+from tuwen.cli import main
+
+
+def trend(data: CorpusData, *, out, say=lambda _: None, **options) -> dict:
+    """``run_trend`` with the options as keywords."""
+    return run_trend(data, TrendOptions(**options), out=out, say=say)
 
 
 def synthetic(
@@ -122,8 +129,8 @@ def test_bad_parameters_name_what_is_wrong(tmp_path):
         (dict(label="nope"), "unknown field --label 'nope'.*hot"),
         (dict(label="likes"), "numeric with values other than 0/1.*--threshold"),
         (dict(label="tag"), "holds text"),
-        (dict(features="image,sound"), "--features: unknown sound"),
-        (dict(models="gru"), "--models: unknown gru"),
+        (dict(features=("image", "sound")), "--features: unknown sound"),
+        (dict(models=("gru",)), "--models: unknown gru"),
         (dict(test_fraction=1.5), "--test-fraction"),
         (dict(window=1), "--window must be at least 2"),
         (
@@ -143,24 +150,22 @@ def test_bad_parameters_name_what_is_wrong(tmp_path):
     for overrides, message in cases:
         kwargs = dict(data=data, label="hot", out=tmp_path / "r", window=5, seeds=1, epochs=2)
         with pytest.raises(TuwenError, match=message):
-            run_trend(**{**kwargs, **overrides})
+            trend(**{**kwargs, **overrides})
 
 
 def test_threshold_turns_a_numeric_field_into_labels(tmp_path):
     data = synthetic(periods=40)  # likes = 100 * hot + (0, 1 or 2)
-    common = dict(data=data, window=5, features="image", models="lstm", seeds=1, epochs=3, say=lambda _: None)
-    by_likes = run_trend(label="likes", threshold=50, out=tmp_path / "likes", **common)
-    by_hot = run_trend(label="hot", out=tmp_path / "hot", **common)
+    common = dict(data=data, window=5, features=("image",), models=("lstm",), seeds=1, epochs=3)
+    by_likes = trend(label="likes", threshold=50, out=tmp_path / "likes", **common)
+    by_hot = trend(label="hot", out=tmp_path / "hot", **common)
     assert by_likes["table"] == by_hot["table"]
     with pytest.raises(TuwenError, match="one class"):  # nobody has more than 102 likes
-        run_trend(label="likes", threshold=150, out=tmp_path / "high", **common)
+        trend(label="likes", threshold=150, out=tmp_path / "high", **common)
 
 
 def test_text_only_corpus_marks_the_image_rows_unavailable(tmp_path):
     data = synthetic(periods=40, images=False)
-    result = run_trend(
-        data=data, label="hot", out=tmp_path / "r", window=5, seeds=2, epochs=5, say=lambda _: None
-    )
+    result = trend(data, label="hot", out=tmp_path / "r", window=5, seeds=2, epochs=5)
     rows = {(r["features"], r["model"]): r for r in result["table"]}
     for features in ("image", "both"):
         for model in ("lstm", "transformer"):
@@ -233,15 +238,14 @@ def test_planted_trend_is_found_and_the_baselines_are_not_fooled(tmp_path, one_t
     the window in order must beat every baseline by 0.10 accuracy; the baselines must stay near chance
     (the label flips too often for "same as last period", and the window mean holds no order)."""
     data = demo_series_data()
-    result = run_trend(
-        data=data,
+    result = trend(
+        data,
         label="hot",
         out=tmp_path / "r",
-        features="text,tfidf",
-        models="lstm",
+        features=("text", "tfidf"),
+        models=("lstm",),
         seeds=3,
         epochs=100,
-        say=lambda _: None,
     )
     results = result["results"]
     baselines = [r for r in results if r.baseline]
@@ -258,9 +262,6 @@ def test_planted_trend_is_found_and_the_baselines_are_not_fooled(tmp_path, one_t
 @pytest.mark.slow
 def test_cli_end_to_end_on_an_unseen_captions_only_corpus(tmp_path, capsys):
     """corpus add → corpus encode --model tiny → analyze trend / classify, exit 0, tables with every row."""
-    pytest.importorskip("analysis.cli")
-    from tuwen.cli import main
-
     rng = np.random.default_rng(7)
     lines = []
     for day in range(48):

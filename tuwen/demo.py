@@ -136,6 +136,7 @@ def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None
     prints both tables on stdout and returns {study: report.json}."""
     from analysis import load
     from analysis.classify import run_classify
+    from analysis.options import ClassifyOptions, TrendOptions
     from analysis.report import markdown_table
     from analysis.trend import run_trend
     from indexer.demo_series import generate_demo_series
@@ -147,16 +148,15 @@ def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None
     for kind, file in files.items():
         _add_and_encode(settings=settings, file=file, model=model, say=say, name=f"demo-{kind}")
     trend = run_trend(
-        data=load.load_corpus_data(settings=settings, name="demo-trend"),
-        label="hot",
+        load.load_corpus_data(settings=settings, name="demo-trend"),
+        TrendOptions(label="hot"),
         out=load.report_dir(settings=settings, study="trend-hot", name="demo-trend", out=None),
         say=say,
     )
     classify = run_classify(
-        data=load.load_corpus_data(settings=settings, name="demo-fusion"),
-        label="bestseller",
+        load.load_corpus_data(settings=settings, name="demo-fusion"),
+        ClassifyOptions(label="bestseller", fusion=("early", "late", "attention")),
         out=load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None),
-        fusion="early,late,attention",
         say=say,
     )
     for title, result, verdicts in (
