@@ -236,7 +236,7 @@ def _classify_command(args) -> int:
     options.check()
     out, data = study_inputs(args, f"classify-{args.label}")
     result = run_classify(data, options, out=out)
-    return finished(result["report"], table=result["table"], verdict="\n".join(result["verdict"]))
+    return finished(result["report"], table=result["table"], verdict=str(result["verdict"]))
 
 
 def register(sub, *, common) -> None:

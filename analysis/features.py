@@ -39,17 +39,23 @@ def tfidf_vectorizer(*, max_features: int = 2000):
     )
 
 
-def tfidf_features(
-    *, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000
-) -> np.ndarray:
-    """Dense TF-IDF rows for every caption (empty for None), the vocabulary fitted on ``fit_rows``."""
+def tfidf_matrix(*, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000):
+    """Sparse (CSR, float32) TF-IDF rows for every caption (empty for None), the vocabulary fitted on
+    ``fit_rows``."""
     texts = [c or "" for c in captions]
     fit_texts = [texts[i] for i in np.asarray(fit_rows, dtype=int)]
     if not any(t.strip() for t in fit_texts):
         raise TuwenError("no captions in the training rows: the tfidf features need captions")
     vectorizer = tfidf_vectorizer(max_features=max_features)
     vectorizer.fit(fit_texts)
-    return vectorizer.transform(texts).toarray().astype(np.float32)
+    return vectorizer.transform(texts).astype(np.float32).tocsr()
+
+
+def tfidf_features(
+    *, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000
+) -> np.ndarray:
+    """``tfidf_matrix`` as a dense array."""
+    return tfidf_matrix(captions=captions, fit_rows=fit_rows, max_features=max_features).toarray()
 
 
 def attribute_values(attributes: dict[str, list], *, field: str) -> list:

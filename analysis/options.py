@@ -131,10 +131,36 @@ class AlignmentOptions:
 
 
 @dataclass(frozen=True)
-class TrendOptions:
-    """``analyze trend``: the previous ``window - 1`` periods predict the last one's label."""
+class SupervisedOptions:
+    """What ``analyze trend`` and ``analyze classify`` share: the label, and how their networks and
+    baselines are fitted (``analysis.supervised``)."""
 
     label: str
+    seed: int = 0
+    epochs: int = 100  # most epochs per network; training stops earlier when validation stops improving
+    patience: int = 10  # epochs without a better validation loss before stopping
+    val_fraction: float = 0.2  # inner validation part, carved from the training part only
+    widths: tuple[int, ...] = (32, 128)  # grid of hidden widths, chosen on the validation part
+    weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # grid of AdamW weight decays, likewise
+    learning_rate: float = 3e-3
+    batch_size: int = 256
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # logistic regression's C, chosen by inner CV
+    inner_folds: int = 3  # folds of that inner cross-validation (inside the training part)
+
+    def check(self) -> None:
+        _at_least("--epochs", self.epochs, 1)
+        _at_least("--patience", self.patience, 1)
+        if not 0 < self.val_fraction < 0.5:
+            raise TuwenError(f"--val-fraction must lie between 0 and 0.5, not {self.val_fraction}")
+        if not self.widths or not self.weight_decays or not self.cs:
+            raise TuwenError("the width, weight decay and C grids need at least one value each")
+        _at_least("--inner-folds", self.inner_folds, 2)
+
+
+@dataclass(frozen=True)
+class TrendOptions(SupervisedOptions):
+    """``analyze trend``: the previous ``window - 1`` periods predict the last one's label."""
+
     period: str = "auto"
     threshold: float | None = None  # a numeric label is positive above this
     rule: str = "majority"  # a period is positive when any / most of its items are
@@ -143,11 +169,10 @@ class TrendOptions:
     features: tuple[str, ...] = TREND_FEATURES
     models: tuple[str, ...] = SEQUENCE_MODELS
     seeds: int = 5  # training runs per network (seeds seed, seed + 1, …)
-    seed: int = 0
-    epochs: int = 100
     components: int = 16  # principal axes kept per feature set (0: all)
 
     def check(self) -> None:
+        super().check()
         _one_of("--period", self.period, TREND_PERIODS)
         _one_of("--rule", self.rule, RULES)
         parse_list(self.features, allowed=TREND_FEATURES, option="--features")
@@ -156,21 +181,19 @@ class TrendOptions:
         if not 0 < self.test_fraction < 1:
             raise TuwenError(f"--test-fraction must lie between 0 and 1, not {self.test_fraction}")
         _at_least("--seeds", self.seeds, 1)
-        _at_least("--epochs", self.epochs, 1)
         _at_least("--components", self.components, 0)
 
 
 @dataclass(frozen=True)
-class ClassifyOptions:
+class ClassifyOptions(SupervisedOptions):
     """``analyze classify``: stratified k-fold over single modalities and their fusions."""
 
-    label: str
     folds: int = 5
     text: str = "clip"  # the text features used in the fusions
     fusion: tuple[str, ...] = ("early", "late")
-    seed: int = 0
 
     def check(self) -> None:
+        super().check()
         _one_of("--text", self.text, TEXT_KINDS)
         parse_list(self.fusion, allowed=FUSIONS, option="--fusion")
         _at_least("--folds", self.folds, 2)

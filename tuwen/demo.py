@@ -159,9 +159,9 @@ def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None
         out=load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None),
         say=say,
     )
-    for title, result, verdicts in (
-        ("analyze trend demo-trend --label hot", trend, [trend["verdict"]]),
-        ("analyze classify demo-fusion --label bestseller", classify, classify["verdict"]),
+    for title, result in (
+        ("analyze trend demo-trend --label hot", trend),
+        ("analyze classify demo-fusion --label bestseller", classify),
     ):
-        print(f"\n{title}\n\n{markdown_table(result['table'])}\n" + "\n".join(verdicts), flush=True)
+        print(f"\n{title}\n\n{markdown_table(result['table'])}\n{result['verdict']}", flush=True)
     return {"trend": trend["report"], "classify": classify["report"]}
