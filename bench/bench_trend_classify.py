@@ -11,14 +11,13 @@ planted direction, captions naming one of six styles, a 0/1 ``label`` that both 
 own (trend: 4 feature sets, each with a logistic regression (C by inner CV) and LSTM/Transformer ×
 5 seeds tuned on a 2 × 2 grid, at most 100 epochs with early stopping; classify: 5 folds, every set
 with logistic regression, boosted trees and an MLP, early and late fusion, plus attention with
-``--fusion``). The header gives the load average: on shared cores the times are upper bounds.
+``--fusion``). On shared cores the times are upper bounds (the header gives the load average).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -106,8 +105,7 @@ def main() -> None:
         )
         r = json.loads(line)
         rows.append([r["study"], f"{r['seconds']:.1f}", f"{r['cpu']:.1f}", f"{r['peak_mb']:.0f}"])
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    title = f"analyze trend / classify on {args.n:,} items, {args.dim}-d, {args.days} days (load {load})"
+    title = f"analyze trend / classify on {args.n:,} items, {args.dim}-d, {args.days} days"
     print(header(title))
     print(table(["study", "wall s", "CPU s", "peak RSS MB"], rows))
 
