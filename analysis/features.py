@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -23,9 +24,15 @@ _WORD = re.compile(r"\w", re.UNICODE)
 jieba.setLogLevel(logging.WARNING)  # its "Building prefix dict" chatter on first use
 
 
+@functools.lru_cache(maxsize=100_000)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in jieba.lcut(text) if _WORD.search(w))
+
+
 def jieba_words(text: str) -> list[str]:
-    """jieba's words of ``text`` without punctuation and whitespace (Latin words are kept)."""
-    return [w for w in jieba.lcut(text) if _WORD.search(w)]
+    """jieba's words of ``text`` without punctuation and whitespace (Latin words are kept); cached, as
+    cross-validation cuts the same captions once per fold."""
+    return list(_words(text))
 
 
 def tfidf_vectorizer(*, max_features: int = 2000):

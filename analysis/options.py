@@ -138,10 +138,11 @@ class SupervisedOptions:
     label: str
     seed: int = 0
     epochs: int = 100  # most epochs per network; training stops earlier when validation stops improving
-    patience: int = 10  # epochs without a better validation loss before stopping
+    patience: int = 6  # epochs without a better validation loss before stopping
     val_fraction: float = 0.2  # inner validation part, carved from the training part only
     widths: tuple[int, ...] = (32, 128)  # grid of hidden widths, chosen on the validation part
     weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # grid of AdamW weight decays, likewise
+    tune_rows: int = 2000  # the grid is searched on at most this many fit rows, the choice then fitted on all
     learning_rate: float = 3e-3
     batch_size: int = 256
     cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # logistic regression's C, chosen by inner CV
@@ -155,6 +156,7 @@ class SupervisedOptions:
         if not self.widths or not self.weight_decays or not self.cs:
             raise TuwenError("the width, weight decay and C grids need at least one value each")
         _at_least("--inner-folds", self.inner_folds, 2)
+        _at_least("--tune-rows", self.tune_rows, 10)
 
 
 @dataclass(frozen=True)

@@ -183,15 +183,25 @@ def tune_network(
 ) -> Fitted:
     """The network of the (width, weight decay) pair with the lowest validation loss; ``grid``
     defaults to every pair of ``options.widths`` × ``options.weight_decays`` (one pair without a
-    validation part: nothing to choose by)."""
+    validation part: nothing to choose by). With more than ``options.tune_rows`` fit rows the pairs
+    are compared on a seeded sample of that many, and the chosen one is then fitted on them all."""
     if grid is None:
         grid = [(w, wd) for w in options.widths for wd in options.weight_decays]
     if val is None:
         grid = grid[:1]
+    (x_fit, y_fit), search = fit, fit
+    if len(grid) > 1 and len(y_fit) > options.tune_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(len(y_fit), options.tune_rows, replace=False))
+        search = (tuple(x[rows] for x in x_fit), y_fit[rows])
     fits = [
-        fit_network(make, fit, val, width=w, weight_decay=wd, options=options, seed=seed) for w, wd in grid
+        fit_network(make, search, val, width=w, weight_decay=wd, options=options, seed=seed) for w, wd in grid
     ]
-    return min(fits, key=lambda f: f.val_loss if val is not None else 0.0)
+    chosen = min(fits, key=lambda f: f.val_loss if val is not None else 0.0)
+    if search is fit:
+        return chosen
+    return fit_network(
+        make, fit, val, width=chosen.width, weight_decay=chosen.weight_decay, options=options, seed=seed
+    )
 
 
 # the baselines
