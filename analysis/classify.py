@@ -35,7 +35,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from analysis.data import CorpusData
+from analysis.data import CorpusData, drop_small_masks
 from analysis.features import attribute_values, tfidf_matrix
 from analysis.options import FUSIONS, ClassifyOptions, parse_list
 from analysis.report import Report, use_cjk_font
@@ -93,6 +93,7 @@ def class_labels(data: CorpusData, *, label: str, folds: int) -> Labels:
     for has, mask, what in (
         (data.has_images, data.image_mask, "an image embedding"),
         (data.has_texts, data.text_mask, "a caption embedding"),
+        (data.has_masks, data.mask_mask, "a mask embedding"),
     ):
         if has:
             lacking = usable & ~mask.astype(bool)
@@ -326,13 +327,17 @@ def run_classify(
     """Cross-validate every feature set and fusion beside the baselines; write the report."""
     options.check()
     fusions = parse_list(options.fusion, allowed=FUSIONS, option="--fusion")
+    data, note = drop_small_masks(data, options.min_mask_area)
     labels = class_labels(data, label=options.label, folds=options.folds)
+    labels.notes += [note] if note else []
     rows = labels.rows
     blocks = {}
     if data.has_images:
         blocks["image"] = data.image_vectors[rows]
     if data.has_texts:
         blocks["text (clip)"] = data.text_vectors[rows]
+    if data.has_masks:
+        blocks["mask"] = data.mask_vectors[rows]
     captions = [data.captions[i] or "" for i in rows]
     has_captions = any(c.strip() for c in captions)
     if not blocks and not has_captions:

@@ -54,6 +54,16 @@ def study_parser(studies, study: str, *, help: str, common, handler: Callable) -
     return p
 
 
+def _add_min_mask_area(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-mask-area",
+        type=float,
+        default=None,
+        help="drop items whose mask covers less than this share of the frame (the seed study: 0.05; "
+        "needs a corpus with a mask column)",
+    )
+
+
 def _with_default(options: type, name: str, help: str = "") -> dict:
     """``default=`` and ``help=`` for an option whose default is the options class's field."""
     value = default(options, name)
@@ -98,6 +108,7 @@ def _add_clusters(studies, common) -> None:
     p.add_argument("--by", choices=CLUSTER_BY, **_with_default(o, "by", "period of the shares"))
     p.add_argument("--min-cluster-size", type=int, default=None, help="hdbscan (default 1 %% of the items)")
     p.add_argument("--exemplars", type=int, **_with_default(o, "exemplars", "images per cluster grid"))
+    _add_min_mask_area(p)
 
 
 def _clusters_command(args) -> int:
@@ -113,6 +124,7 @@ def _clusters_command(args) -> int:
         seed=args.seed,
         min_cluster_size=args.min_cluster_size,
         exemplars=args.exemplars,
+        min_mask_area=args.min_mask_area,
     )
     options.check()
     out, data = study_inputs(args, "clusters")
@@ -180,6 +192,7 @@ def _add_trend(studies, common) -> None:
     p.add_argument(
         "--components", type=int, **_with_default(o, "components", "principal axes kept per set (0: all)")
     )
+    _add_min_mask_area(p)
 
 
 def _trend_command(args) -> int:
@@ -198,6 +211,7 @@ def _trend_command(args) -> int:
         seed=args.seed,
         epochs=args.epochs,
         components=args.components,
+        min_mask_area=args.min_mask_area,
     )
     options.check()
     out, data = study_inputs(args, f"trend-{args.label}")
@@ -221,6 +235,7 @@ def _add_classify(studies, common) -> None:
     p.add_argument("--folds", type=int, **_with_default(o, "folds"))
     p.add_argument("--text", choices=TEXT_KINDS, **_with_default(o, "text", "text features in the fusions"))
     p.add_argument("--fusion", **_with_default(o, "fusion", f"comma list of {','.join(FUSIONS)}"))
+    _add_min_mask_area(p)
 
 
 def _classify_command(args) -> int:
@@ -232,6 +247,7 @@ def _classify_command(args) -> int:
         text=args.text,
         fusion=parse_list(args.fusion, allowed=FUSIONS, option="--fusion"),
         seed=args.seed,
+        min_mask_area=args.min_mask_area,
     )
     options.check()
     out, data = study_inputs(args, f"classify-{args.label}")

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
-from analysis.data import CorpusData
+from analysis.data import CorpusData, large_masks
 from analysis.keywords import caption_tokens, hashtags, tag_vectors, top_keywords
 from analysis.options import ClusterOptions, parse_k
 from common.errors import TuwenError
@@ -64,9 +64,20 @@ class ClusterResult:
         return {c: float(np.polyfit(x, 100 * self.shares[:, j], 1)[0]) for j, c in enumerate(self.clusters)}
 
 
-def select_vectors(data: CorpusData, *, modality: str, text: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The vectors to cluster and the corpus positions they belong to (items that have them)."""
-    parts, masks = [], []
+def select_vectors(
+    data: CorpusData, *, modality: str, text: str, seed: int, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors to cluster and the corpus positions they belong to (items that have them, among
+    ``keep``)."""
+    parts, masks = [], [] if keep is None else [keep]
+    if modality == "mask":
+        if not data.has_masks:
+            raise TuwenError(
+                f"--modality mask: corpus {data.name} has no mask embeddings (give it a `mask` column and "
+                "run `tuwen corpus encode` again)"
+            )
+        parts.append(data.mask_vectors)
+        masks.append(data.mask_mask)
     if modality in ("image", "both"):
         if not data.has_images:
             raise TuwenError(
@@ -202,7 +213,10 @@ def period_shares(
 def cluster_corpus(data: CorpusData, *, options: ClusterOptions) -> ClusterResult:
     """The whole study's numbers (no figures); see the module docstring for the steps."""
     options.check()
-    raw, rows = select_vectors(data, modality=options.modality, text=options.text, seed=options.seed)
+    keep, note = large_masks(data, options.min_mask_area)
+    raw, rows = select_vectors(
+        data, modality=options.modality, text=options.text, seed=options.seed, keep=keep
+    )
     ks = parse_k(options.k, n=len(rows))
     reduced = None
     if options.reduce == "umap":
@@ -221,6 +235,7 @@ def cluster_corpus(data: CorpusData, *, options: ClusterOptions) -> ClusterResul
             result.silhouette_reduced = silhouette_sweep(reduced, **sweep)
     _fit(result, options)
     _describe(result, data, options)
+    result.notes += [note] if note else []
     return result
 
 

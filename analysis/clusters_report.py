@@ -97,6 +97,7 @@ def _space_name(o: ClusterOptions) -> str:
         "image": "an image embedding",
         "text": f"a {text} vector",
         "both": f"an image and a {text} vector",
+        "mask": "a masked-image embedding",
     }[o.modality]
 
 

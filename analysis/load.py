@@ -38,6 +38,10 @@ def corpus_data(*, name: str, items: list, embeddings) -> CorpusData:
         text_vectors=_vectors(embeddings.text_vectors),
         text_mask=_mask(embeddings.text_mask, embeddings.text_vectors),
         model_id=embeddings.model_id,
+        # The mask modality, where the corpus generation has a third set ("masks"); see CorpusData.
+        mask_vectors=_vectors(getattr(embeddings, "mask_vectors", None)),
+        mask_mask=_mask(getattr(embeddings, "mask_mask", None), getattr(embeddings, "mask_vectors", None)),
+        mask_area=_areas(getattr(embeddings, "mask_area", None)),
     )
 
 
@@ -49,6 +53,10 @@ def _time(value) -> str | int | None:
 
 def _vectors(vectors) -> np.ndarray | None:
     return None if vectors is None else np.asarray(vectors, dtype=np.float32)
+
+
+def _areas(areas) -> np.ndarray | None:
+    return None if areas is None else np.asarray(areas, dtype=float)
 
 
 def _mask(mask, vectors) -> np.ndarray | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from common.errors import TuwenError
 
 # clusters
-MODALITIES = ("image", "text", "both")
+MODALITIES = ("image", "text", "both", "mask")
 TEXT_SOURCES = ("caption", "tags")
 REDUCERS = ("umap", "none")
 METHODS = ("kmeans", "hdbscan")
@@ -24,7 +24,7 @@ CLUSTER_PERIODS = ("month", "week", "day")
 # trend
 TREND_PERIODS = ("auto", "day", "week", "month")
 RULES = ("any", "majority")
-TREND_FEATURES = ("image", "text", "both", "tfidf")
+TREND_FEATURES = ("image", "text", "both", "tfidf", "mask")  # mask: only when asked for
 SEQUENCE_MODELS = ("lstm", "transformer")
 # classify
 TEXT_KINDS = ("clip", "tfidf")
@@ -60,6 +60,11 @@ def _one_of(option: str, value, allowed: Sequence) -> None:
 def _at_least(option: str, value: int | float, minimum: int | float) -> None:
     if value < minimum:
         raise TuwenError(f"{option} must be at least {minimum} (got {value})")
+
+
+def _check_area(value: float | None) -> None:
+    if value is not None and not 0 <= value < 1:
+        raise TuwenError(f"--min-mask-area is a share of the frame, between 0 and 1 (got {value})")
 
 
 def parse_k(spec: str, *, n: int) -> list[int]:
@@ -100,6 +105,7 @@ class ClusterOptions:
     min_cluster_size: int | None = None  # HDBSCAN; default max(10, 1 % of the items)
     keywords: int = 8
     exemplars: int = 8  # images per cluster grid
+    min_mask_area: float | None = None  # drop items whose mask covers less of the frame (the seed: 0.05)
 
     def check(self) -> None:
         _one_of("--modality", self.modality, MODALITIES)
@@ -114,6 +120,7 @@ class ClusterOptions:
         if self.min_cluster_size is not None:
             _at_least("--min-cluster-size", self.min_cluster_size, 2)
         _at_least("--exemplars", self.exemplars, 1)
+        _check_area(self.min_mask_area)
         parse_k(self.k, n=1 << 62)  # a malformed --k fails before the corpus is read
 
 
@@ -146,6 +153,7 @@ class SupervisedOptions:
     learning_rate: float = 3e-3
     batch_size: int = 256
     cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # logistic regression's C, chosen by inner CV
+    min_mask_area: float | None = None  # drop items whose mask covers less of the frame (the seed: 0.05)
     inner_folds: int = 3  # folds of that inner cross-validation (inside the training part)
 
     def check(self) -> None:
@@ -157,6 +165,7 @@ class SupervisedOptions:
             raise TuwenError("the width, weight decay and C grids need at least one value each")
         _at_least("--inner-folds", self.inner_folds, 2)
         _at_least("--tune-rows", self.tune_rows, 10)
+        _check_area(self.min_mask_area)
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ class TrendOptions(SupervisedOptions):
     rule: str = "majority"  # a period is positive when any / most of its items are
     window: int = 10
     test_fraction: float = 0.2
-    features: tuple[str, ...] = TREND_FEATURES
+    features: tuple[str, ...] = TREND_FEATURES[:4]
     models: tuple[str, ...] = SEQUENCE_MODELS
     seeds: int = 5  # training runs per network (seeds seed, seed + 1, …)
     components: int = 16  # principal axes kept per feature set (0: all)

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from analysis.data import CorpusData
+from analysis.data import CorpusData, drop_small_masks
 from analysis.features import attribute_values, positive_flags, tfidf_features
 from analysis.options import RULES, SEQUENCE_MODELS, TrendOptions, parse_list
 from analysis.options import TREND_FEATURES as FEATURE_SETS
@@ -191,6 +191,8 @@ def feature_sets(
         available["image"] = period_means(data.image_vectors, data.image_mask, series.members)
     if data.has_texts:
         available["text"] = period_means(data.text_vectors, data.text_mask, series.members)
+    if data.has_masks:
+        available["mask"] = period_means(data.mask_vectors, data.mask_mask, series.members)
     if "image" in available and "text" in available:
         available["both"] = np.concatenate([available["image"], available["text"]], axis=1)
     if "tfidf" in wanted and any(c and c.strip() for c in data.captions):
@@ -202,6 +204,7 @@ def feature_sets(
         "text": "the corpus has no caption embeddings",
         "both": "needs both image and caption embeddings",
         "tfidf": "the corpus has no captions",
+        "mask": "the corpus has no mask embeddings (a `mask` column, then `tuwen corpus encode`)",
     }
     chosen = {}
     for name in wanted:
@@ -376,7 +379,9 @@ def run_trend(
     options.check()
     wanted = parse_list(options.features, allowed=FEATURE_SETS, option="--features")
     kinds = parse_list(options.models, allowed=SEQUENCE_MODELS, option="--models")
+    data, note = drop_small_masks(data, options.min_mask_area)
     series, split = _series_and_split(data, options)
+    series.notes += [note] if note else []
     chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(split.train[-1]) + 1)
     say(
         f"trend: {len(series)} periods, {len(split.train)} training and {len(split.test)} test windows "
