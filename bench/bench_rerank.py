@@ -26,10 +26,10 @@ import numpy as np
 
 from common.settings import Settings
 from indexer import rerank
-from indexer.demo_corpus import generate_demo_corpus
 from indexer.ingest import ingest
 from training.rerank_eval import format_table, rerank_table
 from training.train import train
+from tuwen.demo.corpus import generate_demo_corpus
 
 METHODS = list(rerank.METHODS)
 
