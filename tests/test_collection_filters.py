@@ -257,6 +257,11 @@ def test_bad_wheres_name_the_field_and_list_the_fields(where, field, message):
     assert "price (float)" in str(error) and isinstance(error, ValueError)
 
 
+def test_an_unknown_field_suggests_a_close_one():
+    with pytest.raises(FilterError, match="did you mean 'price'"):
+        parse_where({"prise": {"lt": 3}}, fields=FIELDS, time_kind=None)
+
+
 def test_time_is_unknown_without_times_and_an_int_in_int_time_corpora():
     with pytest.raises(FilterError, match="unknown field 'time'") as caught:
         parse_where({"time": {"gte": 3}}, fields=FIELDS, time_kind=None)
@@ -265,3 +270,12 @@ def test_time_is_unknown_without_times_and_an_int_in_int_time_corpora():
         parse_where({"time": {"gte": "2024-03-01"}}, fields=FIELDS, time_kind="int")
     with pytest.raises(FilterError, match="expected an integer"):
         parse_where({"time": 2.5}, fields=FIELDS, time_kind="int")
+
+
+@pytest.mark.parametrize("op", ["in", "nin"])
+def test_long_in_lists_match_short_ones(columns, items, op):
+    stocks = list(range(0, 20, 2))  # 10 values: np.isin rather than one comparison per value
+    hours = [(START + timedelta(hours=h)).isoformat() for h in range(0, 24 * 365, 3)][:MAX_IN]
+    for where in ({"stock": {op: stocks}}, {"category": {op: CATEGORIES[:3]}}, {"time": {op: hours}}):
+        mask = parse_where(where, fields=FIELDS, time_kind="datetime").mask(columns)
+        assert mask.tolist() == [reference(i, where) for i in items], where

@@ -12,7 +12,8 @@ them.
 
 **The planner** (per base segment and query; ``Planner``):
 
-- no filter and no tombstone: the index's own search (its tuned ``nprobe`` / ``efSearch``);
+- no filter and no tombstone (or a filter that every item passes): the index's own search, with
+  its tuned ``nprobe`` / ``efSearch``;
 - an exact index, no more passing vectors than the page needs, or a filter so selective that
   scoring the passing rows costs less than the filtered index search would: *brute force* over a
   gather of the passing rows (numpy, chunked). Its cost grows with the passing rows ``c``; the
@@ -21,7 +22,9 @@ them.
   ``BRUTE_COST`` (one gathered row against one scanned code) is measured by
   ``bench/bench_filtered_search.py`` at 1M x 512;
 - otherwise a *filtered index search*: ``IDSelectorBitmap`` over the passing rows, with a search
-  effort grown as the filter gets selective (IVF: ``nprobe * s**-IVF_EXPONENT``, HNSW:
+  effort grown as the filter gets selective (IVF: ``nprobe / s``, so that the lists probed hold
+  as many passing vectors as an unfiltered search compares; at 1M, ``nprobe / sqrt(s)`` kept
+  recall@10 at 0.905 for s = 1%, ``nprobe / s`` at 0.98; HNSW:
   ``efSearch >= HNSW_FACTOR * wanted / s``, ``s`` = passing fraction), asking a margin more than
   the page needs. If fewer than the page needs come back while more pass, brute force answers
   (plan ``"...+fallback"``).
@@ -48,12 +51,17 @@ from indexer.collection.filters import Filter
 
 Where = Filter | Callable[[Columns], np.ndarray] | None
 BASE, DELTA = "base", "delta"
-BRUTE_COST = 1.0  # one gathered+scored row vs one code scanned by the index (bench/RESULTS.md)
+# One gathered+scored row costs about BRUTE_COST codes scanned by a filtered index (bench/RESULTS.md:
+# at 1M x 512 on busy cores, 9,937 passing rows took 34 ms brute force and 30 ms through IVF4096 at
+# nprobe 800; 1,028 rows 13 ms vs 16 ms at only nprobe 253 (recall 0.67); 99,851 rows 311 ms vs
+# 19 ms). With 4, brute force takes over below ~22,000 passing rows of 1M (2.2%).
+BRUTE_COST = 4.0
 HNSW_VISITS = 32  # distance computations per efSearch unit, about the graph's degree
-IVF_EXPONENT = 0.5
+IVF_EXPONENT = 1.0  # nprobe / s: as many passing codes scanned as an unfiltered search scans
 HNSW_FACTOR = 2
 MAX_EF = 16_384
-CHUNK_ROWS = 65_536  # brute force scores this many gathered rows at a time (32 MiB at 512-d)
+CHUNK_ROWS = 2048  # brute force gathers and scores this many rows at a time: 4 MiB at 512-d stays
+# in cache between the gather and the products (10k rows at 1M: 20 ms in chunks of 1-2k, 27 ms in 64k)
 # Scores use np.einsum, not ``@``: a matrix-vector product goes to OpenBLAS, whose threads turn a
 # 0.1 ms product into 60 ms when the cores are busy (measured here at load 20: 1,000 x 512 rows);
 # einsum's own SIMD loop runs on the calling thread, as one query's search should.
@@ -179,10 +187,6 @@ class _Found:
     total: int
     plan: str
 
-    @classmethod
-    def empty(cls, total: int = 0, plan: str = "none") -> _Found:
-        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64), total, plan)
-
 
 class SegmentSearch:
     """Searches one base segment and its delta; immutable (``with_delta`` for a new delta)."""
@@ -287,6 +291,8 @@ class SegmentSearch:
     ) -> _Found:
         """The planner: brute force, the index alone, or the index with a selector (+ fallback)."""
         count = len(segment.vectors) if mask is None else int(np.count_nonzero(mask))
+        if mask is not None and count == len(mask):
+            mask = None  # everything passes: the index's own search, no selector
         need = want + (skip is not None)  # one more when the query item itself will be dropped
         plan = self.planner.choose(segment, count, need, filtered=mask is not None)
         if plan == "brute":
