@@ -29,7 +29,9 @@ def _start_replica(stack: ExitStack, *, home: Path, database_url: str, log: Path
     """``tuwen serve`` on a free port of 127.0.0.1 as its own process; its base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
+    # fp32 queries on both sides: bf16 kernels of two backends may swap near-ties (see test_service_swap)
     env.update(TUWEN_HOME=str(home), TUWEN_DATABASE_URL=database_url, TUWEN_DEVICE="cpu", HF_HUB_OFFLINE="1")
+    env.update(TUWEN_PRECISION="fp32")
     env.update(OMP_NUM_THREADS="1")  # two servers, the indexer and the clients share 2 cores
     out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
     proc = subprocess.Popen([TUWEN, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
@@ -117,7 +119,7 @@ def test_two_replicas_swap_on_their_own_without_failures_or_mixing(
         logs = [tmp_path / f"replica-{n}.log" for n in range(REPLICAS)]
         urls = [_start_replica(stack, home=settings.home, database_url=database_url, log=log) for log in logs]
         gens = [_wait_ready(urls, logs)]
-        expected = {gens[0]: _expected(settings, gens[0], encoder_for("tiny"), inputs)}
+        expected = {gens[0]: _expected(settings, gens[0], encoder_for("tiny", precision="fp32"), inputs)}
         threads = [threading.Thread(target=client_loop, args=(urls, kind, i)) for kind, i in keys]
         stack.callback(lambda: [t.join(timeout=60) for t in threads])
         stack.callback(stop.set)
@@ -126,7 +128,7 @@ def test_two_replicas_swap_on_their_own_without_failures_or_mixing(
         wait_served(urls, gens[0])
         _tuwen_index(settings.home, str(checkpoint), database_url=database_url)
         gens.append(current_generation(settings.index_dir).name)
-        expected[gens[1]] = _expected(settings, gens[1], encoder_for(str(checkpoint)), inputs)
+        expected[gens[1]] = _expected(settings, gens[1], encoder_for(str(checkpoint), precision="fp32"), inputs)
         wait_served(urls, gens[1])
 
     assert not failures, failures[:3]
