@@ -128,7 +128,8 @@ def test_two_replicas_swap_on_their_own_without_failures_or_mixing(
         wait_served(urls, gens[0])
         _tuwen_index(settings.home, str(checkpoint), database_url=database_url)
         gens.append(current_generation(settings.index_dir).name)
-        expected[gens[1]] = _expected(settings, gens[1], encoder_for(str(checkpoint), precision="fp32"), inputs)
+        other = encoder_for(str(checkpoint), precision="fp32")
+        expected[gens[1]] = _expected(settings, gens[1], other, inputs)
         wait_served(urls, gens[1])
 
     assert not failures, failures[:3]
