@@ -68,7 +68,8 @@ def test_the_table_has_one_line_per_model_and_method():
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory) -> Settings:
-    """The demo corpus as bench/bench_rerank.py makes it (1,500 pairs, seed 0), ingested."""
+    """The demo corpus as bench/bench_rerank.py makes it (1,500 pairs, seed 0), ingested. The test
+    took 190 s at load ~8 on the 2-core VM: marked slow."""
     root = tmp_path_factory.mktemp("rerank-demo")
     generate_demo_corpus(root / "corpus", seed=0, n_train=1500, n_text_queries=10, n_image_queries=10)
     settings = Settings(home=root / "home")
