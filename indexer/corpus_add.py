@@ -20,6 +20,7 @@ from indexer import store
 from indexer.corpus import Attribute, CorpusInfo, check_name, corpus_info
 from indexer.corpus_read import KIND_FLOAT, KIND_INT, ParsedCorpus, ParsedRow, read_corpus_file
 from indexer.ingest import check_paths
+from indexer.vector_cache import digest_text
 
 
 def add_corpus(
@@ -110,6 +111,8 @@ def _item_row(name: str, position: int, row: ParsedRow, status: dict | None) -> 
         "image_detail": status["detail"] if status else "",
         "time_at": row.time if isinstance(row.time, datetime) else None,
         "time_int": row.time if isinstance(row.time, int) else None,
+        "image_sha256": status.get("sha256") if status else None,
+        "caption_sha256": digest_text(row.caption) if row.caption else None,
     }
 
 

@@ -25,6 +25,7 @@ from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeRow, EncodeSet
 from indexer.encode.runner import Runner, build_generation
+from indexer.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def encode_corpus(
         say=say,
         source=source,
         columns={None: columns},  # what a search returns, so the server needs no database
+        cache=VectorCache(settings.store_url),
     )
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")
