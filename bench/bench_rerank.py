@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from indexer.demo_corpus import generate_demo_corpus
 
 from common.settings import Settings
 from indexer import rerank
-from indexer.demo_corpus import generate_demo_corpus
 from indexer.ingest import ingest
 from training.rerank_eval import format_table, rerank_table
 from training.train import train

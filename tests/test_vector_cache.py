@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 from common.settings import Settings
 from indexer import corpus, store
 from indexer.build import index_corpus
-from indexer.corpus_add import add_corpus
-from indexer.corpus_encode import encode_corpus
+from indexer.corpus import add_corpus, encode_corpus
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.runner import run_local
 from indexer.ingest import ingest

@@ -1,6 +1,6 @@
 """``tuwen corpus add NAME FILE``: a corpus file into the store, replacing that corpus whole.
 
-The file is read and typed by ``indexer.corpus_read``; every image is checked with ingest's
+The file is read and typed by ``indexer.corpus.read``; every image is checked with ingest's
 guarded check (missing or unreadable ones are named with their row and keep their caption);
 then the corpus's rows, fields and attributes are replaced in one transaction, so a crash
 mid-way leaves the previous corpus as it was.
@@ -17,8 +17,8 @@ from sqlalchemy import delete
 from common.runtime import check_workers
 from common.settings import Settings
 from indexer import store
-from indexer.corpus import Attribute, CorpusInfo, check_name, corpus_info
-from indexer.corpus_read import KIND_FLOAT, KIND_INT, ParsedCorpus, ParsedRow, read_corpus_file
+from indexer.corpus.items import Attribute, CorpusInfo, check_name, corpus_info
+from indexer.corpus.read import KIND_FLOAT, KIND_INT, ParsedCorpus, ParsedRow, read_corpus_file
 from indexer.ingest import check_paths
 from indexer.vector_cache import digest_text
 

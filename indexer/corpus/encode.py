@@ -19,7 +19,15 @@ from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
 from indexer.collection.columns import Columns
-from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, corpus_info, fingerprint, load_items
+from indexer.corpus.items import (
+    IMAGE_SET,
+    TEXT_SET,
+    CorpusItem,
+    corpus_dir,
+    corpus_info,
+    fingerprint,
+    load_items,
+)
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for

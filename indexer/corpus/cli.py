@@ -16,7 +16,7 @@ def _settings(args):
 
 
 def _add(args) -> int:
-    from indexer.corpus_add import add_corpus
+    from indexer.corpus.add import add_corpus
 
     add_corpus(
         settings=_settings(args),
@@ -32,7 +32,7 @@ def _add(args) -> int:
 def _list(args) -> int:
     from dataclasses import asdict
 
-    from indexer.corpus import list_corpora
+    from indexer.corpus.items import list_corpora
 
     infos = list_corpora(settings=_settings(args))
     if args.json:
@@ -50,7 +50,7 @@ def _list(args) -> int:
 
 
 def _encode(args) -> int:
-    from indexer.corpus_encode import encode_corpus
+    from indexer.corpus.encode import encode_corpus
     from indexer.encode.ray_runner import runner_for
 
     options = EncodeOptions.from_args(args)

@@ -1,7 +1,7 @@
 """Corpora: any captioned-image collection in the store, and the competition collections as corpora.
 
-``tuwen corpus add NAME FILE`` (``indexer.corpus_add``) reads a CSV / JSONL / JSON file
-(``indexer.corpus_read``) into the store; ``tuwen corpus encode`` (``indexer.corpus_encode``)
+``tuwen corpus add NAME FILE`` (``indexer.corpus.add``) reads a CSV / JSONL / JSON file
+(``indexer.corpus.read``) into the store; ``tuwen corpus encode`` (``indexer.corpus.encode``)
 stores its embeddings as a generation under ``$TUWEN_HOME/corpora/<name>/``.
 
 This module is the API the analysis layer reads through: ``list_corpora``, ``load_items`` (user
@@ -24,7 +24,7 @@ from sqlalchemy import case, func, select
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import index_files, store
-from indexer.corpus_read import KIND_INT
+from indexer.corpus.read import KIND_INT
 from indexer.manifest import MANIFEST_FILE
 
 BUILTIN = {
