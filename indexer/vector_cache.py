@@ -163,7 +163,7 @@ class VectorCache:
         with store.open_store(self.store_url) as session:
             for kind in ("image", "text"):
                 chosen = [s for s in sets if s.kind == kind]
-                digests = [_digests(s) for s in chosen]
+                digests = [source_digests(s) for s in chosen]
                 known = [d for ds in digests for d in ds if d is not None]
                 found[kind] = lookup(session, model_key(fields, kind), kind, known)
                 plans += _plans(chosen, digests, found[kind])
@@ -207,7 +207,7 @@ class VectorCache:
         return "vectors saved by content: " + ("; ".join(parts) or "nothing to encode")
 
 
-def _digests(s: EncodeSet) -> list[str | None]:
+def source_digests(s: EncodeSet) -> list[str | None]:
     if s.kind == "text":
         return [digest_text(src) for src in s.sources]
     with ThreadPoolExecutor(HASH_THREADS) as pool:  # hashlib releases the GIL on large buffers
