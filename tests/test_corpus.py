@@ -370,7 +370,7 @@ def test_encode_then_load_embeddings_aligned_normalised_and_masked(
 
 
 def test_encode_a_text_only_corpus_through_a_given_runner(settings, tmp_path, tiny_mapper):
-    from indexer.corpus import encode_corpus
+    from indexer.corpus.encode import encode_corpus
     from indexer.encode.runner import run_local
 
     file = _write(tmp_path / "t.json", json.dumps([{"caption": "一"}, {"caption": "二"}], ensure_ascii=False))
@@ -391,7 +391,7 @@ def test_encode_a_text_only_corpus_through_a_given_runner(settings, tmp_path, ti
 
 
 def test_encode_a_competition_collection(ingested, tiny_mapper):
-    from indexer.corpus import encode_corpus
+    from indexer.corpus.encode import encode_corpus
 
     encode_corpus(settings=ingested, name="train", model="tiny", workers=1, progress=False)
     items = corpus.load_items(settings=ingested, name="train")

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import corpus, store
-from indexer.corpus import add_corpus, encode_corpus
-from indexer.corpus.add import remove_items
+from indexer.corpus.add import add_corpus, remove_items
+from indexer.corpus.encode import encode_corpus
 from indexer.encode.runner import run_local
 from tuwen.cli import main
 

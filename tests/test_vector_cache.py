@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from common.settings import Settings
 from indexer import corpus, store
 from indexer.build import index_corpus
-from indexer.corpus import add_corpus, encode_corpus
+from indexer.corpus.add import add_corpus
+from indexer.corpus.encode import encode_corpus
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.runner import run_local
 from indexer.ingest import ingest

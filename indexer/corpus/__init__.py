@@ -10,15 +10,13 @@ One module per concern:
 - ``encode``: ``tuwen corpus encode`` (the index build's stages over a corpus);
 - ``cli``: the ``tuwen corpus`` subcommands.
 
-The names other code uses are importable from here (``from indexer.corpus import load_items``);
-``encode_corpus`` loads on first use, since the encode stages import the model stack (torch).
+The reading API is importable from here (``from indexer.corpus import load_items``); the commands'
+stages are imported from their modules (``indexer.corpus.add``, ``indexer.corpus.encode``), so that
+reading a corpus (the service) pulls in neither ingest nor the model stack.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from indexer.corpus.add import add_corpus
 from indexer.corpus.items import (
     BUILTIN,
     IMAGE_SET,
@@ -44,21 +42,12 @@ __all__ = [
     "CorpusEmbeddings",
     "CorpusInfo",
     "CorpusItem",
-    "add_corpus",
     "check_name",
     "corpus_dir",
     "corpus_info",
-    "encode_corpus",
     "fingerprint",
     "list_corpora",
     "load_embeddings",
     "load_items",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "encode_corpus":  # heavy: the encode stages import torch; ``corpus add`` needs none
-        from indexer.corpus.encode import encode_corpus
-
-        return encode_corpus
-    raise AttributeError(f"module 'indexer.corpus' has no attribute {name!r}")
