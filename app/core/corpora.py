@@ -165,6 +165,9 @@ class Catalog:
             key = (corpus.name, entry.added_at if entry else None)
             if entry is None or self.checked.get(name) == key:
                 continue
+            if getattr(corpus, "follows_changes", False):  # base + the delta of its change log (issue 19)
+                self.stale.pop(name, None)
+                continue
             self.checked[name] = key  # a fingerprint costs a read of the items: once per change
             items = load_corpus_items(settings=settings, name=name)
             if fingerprint(items) == corpus.fingerprint:

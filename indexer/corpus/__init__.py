@@ -50,4 +50,3 @@ __all__ = [
     "load_embeddings",
     "load_items",
 ]
-

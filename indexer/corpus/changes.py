@@ -90,19 +90,26 @@ def value_columns(value: Attribute, kind: str) -> dict:
     return {"int_value": None, "float_value": None, "str_value": None, column: typed(value, kind)}
 
 
-def stored(session: store.Session, name: str, kinds: dict[str, str]) -> dict[str, tuple[int, tuple]]:
-    """item id -> (stored position, ``ItemData.content``) of every item of corpus ``name``."""
+def stored(
+    session: store.Session, name: str, kinds: dict[str, str], ids: list[str] | None = None
+) -> dict[str, tuple[int, tuple]]:
+    """item id -> (stored position, ``ItemData.content``) of corpus ``name``'s items (all, or ``ids``)."""
     A, I = store.CorpusAttributeRecord, store.CorpusItemRecord  # noqa: E741
-    values: dict[int, dict[str, Attribute]] = {}
-    for f, position, i, x, s in session.execute(
-        select(A.field, A.position, A.int_value, A.float_value, A.str_value).where(A.corpus == name)
-    ):
-        values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
     columns = (I.position, I.item_id, I.caption, I.image_path, I.image_status, I.image_sha256)
+    query = select(*columns, I.time_at, I.time_int).where(I.corpus == name)
+    if ids is None:
+        rows = session.execute(query).all()
+    else:
+        chunks = [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
+        rows = [r for chunk in chunks for r in session.execute(query.where(I.item_id.in_(chunk)))]
+    attributes = select(A.field, A.position, A.int_value, A.float_value, A.str_value).where(A.corpus == name)
+    if ids is not None and len(rows) <= _CHUNK:  # a few items (an API put): their attributes alone
+        attributes = attributes.where(A.position.in_([r[0] for r in rows]))
+    values: dict[int, dict[str, Attribute]] = {}
+    for f, position, i, x, s in session.execute(attributes):
+        values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
     out = {}
-    for position, item_id, caption, path, status, digest, at, number in session.execute(
-        select(*columns, I.time_at, I.time_int).where(I.corpus == name)
-    ):
+    for position, item_id, caption, path, status, digest, at, number in rows:
         time = at if at is not None else number
         attributes = {f: typed(v, kinds.get(f, KIND_STR)) for f, v in values.get(position, {}).items()}
         out[item_id] = (position, (caption, path, status, digest, time, attributes))
@@ -164,8 +171,10 @@ def put_items(
     session: store.Session, name: str, items: list[ItemData], kinds: dict[str, str]
 ) -> tuple[list[str], list[str]]:
     """Add new ids (after the last row) and replace changed ones (in place); (new ids, changed ids)."""
-    known = stored(session, name, kinds)
-    next_position = max((p for p, _ in known.values()), default=-1) + 1
+    known = stored(session, name, kinds, [i.item_id for i in items])
+    I = store.CorpusItemRecord  # noqa: E741
+    last = session.scalar(select(func.max(I.position)).where(I.corpus == name))
+    next_position = (-1 if last is None else last) + 1
     rows, replaced, new, changed = [], [], [], []
     for item in items:
         old = known.get(item.item_id)
@@ -235,8 +244,7 @@ def log_changes(session: store.Session, name: str, changes: list[tuple[str, str,
     """
     if not changes:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('tuwen-corpus-changes'))"))
+    lock_changes(session)
     now = datetime.now()
     store.insert_rows(
         session,
@@ -252,6 +260,14 @@ def log_changes(session: store.Session, name: str, changes: list[tuple[str, str,
             for item_id, op, data in changes
         ],
     )
+
+
+def lock_changes(session: store.Session) -> None:
+    """Serialise the writers of corpora until this transaction ends (PostgreSQL: an advisory lock;
+    SQLite serialises writers itself). Taken first by a write that reads before it writes, so two
+    puts of one id never both find it absent; taken again by ``log_changes`` (re-entrant)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('tuwen-corpus-changes'))"))
 
 
 def last_seq(session: store.Session, name: str) -> int:
