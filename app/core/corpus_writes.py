@@ -45,7 +45,10 @@ from indexer.corpus.changes import (
     DELETE,
     PUT,
     ItemData,
+    check_fields,
+    check_time_kind,
     delete_items,
+    field_kinds,
     last_seq,
     lock_changes,
     merge_fields,
@@ -322,7 +325,7 @@ def put_item(settings: Settings, engine: Engine, deltas: Deltas, corpus: str, re
         "op": PUT,
         "status": status,
         "seq": seq,
-        "searchable": served is not None,
+        "searchable": served is not None and Deltas.base_seq(served) is not None,
         "image_sha256": item.image_sha256,
     }
 
@@ -344,16 +347,16 @@ def _encode(served: ServedCorpus, picture, caption: str | None) -> dict[str, np.
 
 
 def _check_kinds(engine: Engine, corpus: str, kinds: dict[str, str], item: ItemData) -> None:
-    with store.transaction(engine) as session:
+    with store.transaction(engine) as session:  # reads only: the transaction that writes checks again
         record = session.get(store.CorpusRecord, corpus)
         if record is None or corpus in BUILTIN:
             raise WriteError(404, f"unknown corpus {corpus!r}: add it with `tuwen corpus add {corpus} FILE`")
         try:
-            merge_fields(session, corpus, kinds, where="attributes", text_numbers=False)
-            merge_time_kind(record, None if item.time is None else _time_kind(item.time), where="time")
+            check_fields(corpus, field_kinds(session, corpus), kinds, where="attributes", text_numbers=False)
+            time_kind = None if item.time is None else _time_kind(item.time)
+            check_time_kind(corpus, record.time_kind, time_kind, where="time")
         except TuwenError as exc:
             raise WriteError(422, str(exc)) from exc
-        session.rollback()  # a check only
 
 
 def _time_kind(value: datetime | int) -> str:

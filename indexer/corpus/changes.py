@@ -131,16 +131,7 @@ def merge_fields(
     number fits a text field too. Anything else names the field, both kinds and ``where``.
     """
     kinds = field_kinds(session, name)
-    for f, kind in incoming.items():
-        have = kinds.get(f)
-        if have is None or have == kind or (have, kind) == (KIND_FLOAT, KIND_INT):
-            continue
-        if have == KIND_STR and text_numbers:
-            continue
-        raise TuwenError(
-            f"{where}: field {f!r} is {_KIND_WORDS[kind]} here, but corpus {name} holds "
-            f"{_KIND_WORDS[have]} in it (its fields: {', '.join(f'{k}:{v}' for k, v in kinds.items())})"
-        )
+    check_fields(name, kinds, incoming, where=where, text_numbers=text_numbers)
     new = [f for f in incoming if f not in kinds]
     store.insert_rows(
         session,
@@ -153,17 +144,37 @@ def merge_fields(
     return {**kinds, **{f: incoming[f] for f in new}}
 
 
+def check_fields(
+    name: str, kinds: dict[str, str], incoming: dict[str, str], *, where: str, text_numbers: bool
+) -> None:
+    """Refuse an incoming field whose kind does not fit the corpus's (see ``merge_fields``)."""
+    for f, kind in incoming.items():
+        have = kinds.get(f)
+        if have is None or have == kind or (have, kind) == (KIND_FLOAT, KIND_INT):
+            continue
+        if have == KIND_STR and text_numbers:
+            continue
+        raise TuwenError(
+            f"{where}: field {f!r} is {_KIND_WORDS[kind]} here, but corpus {name} holds "
+            f"{_KIND_WORDS[have]} in it (its fields: {', '.join(f'{k}:{v}' for k, v in kinds.items())})"
+        )
+
+
 _KIND_WORDS = {KIND_INT: "an integer", KIND_FLOAT: "a number", KIND_STR: "text"}
 _TIME_WORDS = {TIME_INT: "an integer", TIME_DATETIME: "a date/datetime"}
 
 
 def merge_time_kind(record: store.CorpusRecord, time_kind: str | None, *, where: str) -> None:
-    if time_kind is None or record.time_kind in (None, time_kind):
-        record.time_kind = record.time_kind or time_kind
+    check_time_kind(record.name, record.time_kind, time_kind, where=where)
+    record.time_kind = record.time_kind or time_kind
+
+
+def check_time_kind(name: str, have: str | None, time_kind: str | None, *, where: str) -> None:
+    if time_kind is None or have in (None, time_kind):
         return
     raise TuwenError(
-        f"{where}: time is {_TIME_WORDS[time_kind]}, but corpus {record.name} holds "
-        f"{_TIME_WORDS[record.time_kind]} times: one kind of time per corpus"
+        f"{where}: time is {_TIME_WORDS[time_kind]}, but corpus {name} holds "
+        f"{_TIME_WORDS[have]} times: one kind of time per corpus"
     )
 
 
