@@ -34,8 +34,8 @@ KEY = "bench-admin-key"
 
 
 def build(work: Path, items: int, model: str) -> dict:
-    photos = make_photos(work / "photos", items + 200, seed=0)
-    captions = make_captions(items + 200, seed=0)
+    photos = make_photos(work / "photos", items + 60, seed=0)
+    captions = make_captions(items + 60, seed=0)
     rows = [
         {
             "id": f"p{i}",
