@@ -8,12 +8,16 @@ ways with the true match framed, and R@1/5/10 and mean recall over every pair, c
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from analysis.data import CorpusData
 from analysis.figures import draw_cell, thumbnail, wrap
+from analysis.options import AlignmentOptions
 from analysis.report import NO_CJK_FONT, Report, use_cjk_font
 from common.errors import TuwenError
 from indexer.metrics import chance_r5, metrics, rank, topk
@@ -66,9 +70,13 @@ def alignment_numbers(data: CorpusData, *, n: int, gallery: int, seed: int) -> d
     }
 
 
-def run_alignment(data: CorpusData, *, out: str | Path, n: int = 6, gallery: int = 3, seed: int = 0) -> Path:
+def run_alignment(
+    data: CorpusData, options: AlignmentOptions = AlignmentOptions(), *, out: str | Path
+) -> Path:
     """Write the alignment report under ``out``; returns ``report.json``'s path."""
-    numbers = alignment_numbers(data, n=n, gallery=gallery, seed=seed)
+    options.check()
+    n = options.n
+    numbers = alignment_numbers(data, n=n, gallery=options.gallery, seed=options.seed)
     has_cjk = use_cjk_font()
     rows, recall = numbers["rows"], numbers["recall"]
     report = Report(out, kind="alignment", title=f"Image–caption alignment of {data.name}")
@@ -117,7 +125,7 @@ def run_alignment(data: CorpusData, *, out: str | Path, n: int = 6, gallery: int
                 "unmatched_mean": numbers["unmatched_mean"],
                 "rows_best_on_diagonal": numbers["rows_best_on_diagonal"],
             },
-            "options": {"n": n, "gallery": gallery, "seed": seed},
+            "options": asdict(options),
         }
     )
 
@@ -138,9 +146,6 @@ def recall_rows(numbers: dict) -> list[dict]:
 
 
 def heatmap_figure(data: CorpusData, numbers: dict):
-    import matplotlib.pyplot as plt
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
     rows, sample, sims = numbers["rows"], numbers["sample"], numbers["similarity"]
     n = len(sample)
     fig, ax = plt.subplots(figsize=(1.3 * n + 4, 1.0 * n + 2.2))
@@ -172,8 +177,6 @@ def heatmap_figure(data: CorpusData, numbers: dict):
 
 
 def _gallery(n_rows: int):
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(
         n_rows, TOP + 1, figsize=(2.3 * (TOP + 1), 3.1 * n_rows), squeeze=False, layout="constrained"
     )
@@ -210,8 +213,6 @@ def caption_gallery(data: CorpusData, numbers: dict):
 
 
 def image_gallery(data: CorpusData, numbers: dict):
-    import matplotlib.pyplot as plt
-
     rows = numbers["rows"]
     texts, images = data.text_vectors[rows], data.image_vectors[rows]
     queries = numbers["gallery_images"]
@@ -245,29 +246,3 @@ def image_gallery(data: CorpusData, numbers: dict):
 def _rank_of(query: np.ndarray, keys: np.ndarray, target: int) -> int:
     scores = keys @ query
     return int((scores > scores[target]).sum()) + 1
-
-
-def add_parser(studies, *, common) -> None:
-    """``tuwen analyze alignment NAME …``."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "alignment",
-        help="how well captions and images find each other",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument("--n", type=int, default=6, help="pairs in the similarity heatmap")
-    p.add_argument("--gallery", type=int, default=3, help="sampled queries in each top-5 gallery")
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-
-    if args.n < 2 or args.gallery < 2:
-        check_n(
-            min(args.n, args.gallery), pairs=1 << 62, name="", option="--n" if args.n < 2 else "--gallery"
-        )
-    out, data = study_inputs(args, "alignment")
-    return finished(run_alignment(data, out=out, n=args.n, gallery=args.gallery, seed=args.seed))

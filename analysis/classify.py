@@ -1,39 +1,66 @@
 """``tuwen analyze classify NAME --label FIELD``: does combining image and text beat either alone?
 
-One classifier family for every feature set (standardised features → a one-hidden-layer MLP), so
-a difference between rows is a difference of features, not of models:
+Every feature set (image embeddings, caption embeddings, jieba TF-IDF of the captions, and the image
+and text pair) gets the strongest simple baselines beside the networks, in one table:
 
-- single modalities: image embeddings, caption embeddings, jieba TF-IDF of the captions;
-- early fusion: the two embeddings concatenated → one MLP;
-- late fusion: one MLP per modality, their class probabilities combined as a weighted geometric
-  mean ``p_image^w · p_text^(1-w)`` (a logarithmic opinion pool: a confident modality can overrule an
-  unsure one), ``w`` chosen by inner cross-validation on the training folds only;
-- attention fusion (``--fusion attention``): each embedding projected to 32 dimensions and mixed by a
-  learned per-item gate (softmax over the two modalities), then a linear layer: a small torch model.
+- logistic regression, its C chosen by an inner stratified cross-validation inside the training
+  folds; gradient-boosted trees (scikit-learn's ``HistGradientBoostingClassifier``) on the set's
+  first ``TREE_AXES`` SVD axes (trees split one axis at a time: 512 raw embedding axes cost minutes
+  and add nothing);
+- a one-hidden-layer MLP (kind "single"), standardised inputs, stopped early on an inner validation
+  part of the training fold, width and weight decay chosen on it (``analysis.supervised``);
+- early fusion: the two sets concatenated → the same MLP;
+- late fusion: the two single MLPs' class probabilities combined as a weighted geometric mean
+  ``p_image^w · p_text^(1-w)`` (a logarithmic opinion pool), ``w`` chosen on the validation part;
+- attention fusion (``--fusion attention``): a learned per-item gate mixes the two projected sets.
 
-Stratified k-fold cross-validation; mean ± std over folds of accuracy and macro-F1 beside the
-majority-class baseline, and a confusion matrix of the best model's out-of-fold predictions.
+Stratified k-fold cross-validation; mean ± std over folds of train accuracy, test accuracy and
+macro-F1, the verdict (chance, best model against the strongest baseline, best fusion against the
+better single modality), and a confusion matrix of the best row's out-of-fold predictions.
 """
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
-from analysis.data import CorpusData
-from analysis.features import attribute_values, fmt_mean_std, mean_std, tfidf_features, verdict
+from analysis.data import CorpusData, drop_small_masks
+from analysis.features import attribute_values, tfidf_matrix
+from analysis.options import FUSIONS, ClassifyOptions, parse_list
+from analysis.report import Report, use_cjk_font
+from analysis.supervised import (
+    GatedFusion,
+    MLPNet,
+    Row,
+    Verdict,
+    best,
+    boosted_trees,
+    class_proba,
+    judge,
+    logistic_cv,
+    predict_proba,
+    score,
+    tune_network,
+)
 from common.console import say as _say
 from common.errors import TuwenError
 
-TEXT_KINDS = ("clip", "tfidf")
-FUSIONS = ("early", "late", "attention")
 METRICS = ("accuracy", "macro_f1")
 LATE_WEIGHTS = np.linspace(0.0, 1.0, 21)
+TREE_AXES = 64
+KIND_ORDER = {"baseline": 0, "single": 1, "fusion": 2}
+LOGISTIC, TREES, MLP = "logistic regression", "gradient boosting", "mlp"
 
 
 @dataclass
@@ -45,27 +72,17 @@ class Labels:
 
 
 @dataclass
-class Outcome:
-    name: str  # "image", "text (clip)", "early fusion (image + text (clip))", …
-    kind: str  # "baseline" | "single" | "fusion"
-    folds: list[dict[str, float]] = field(default_factory=list)
-    predictions: np.ndarray | None = None  # out-of-fold class index per row
-    unavailable: str = ""
-    extra: dict = field(default_factory=dict)
+class Fold:
+    """One fold's standardised feature sets (train, test), labels, and the inner split of its
+    training rows (positions into them) that the networks validate on."""
 
-    def summary(self, metric: str) -> tuple[float, float]:
-        return mean_std([f[metric] for f in self.folds])
-
-    def row(self) -> dict[str, str]:
-        row = {"features": self.name, "kind": self.kind}
-        for metric in METRICS:
-            row[metric] = (
-                f"unavailable: {self.unavailable}"
-                if self.unavailable
-                else fmt_mean_std(*self.summary(metric))
-            )
-        row["folds"] = str(len(self.folds))
-        return row
+    sets: dict[str, tuple]
+    y_train: np.ndarray
+    y_test: np.ndarray
+    fit: np.ndarray
+    val: np.ndarray | None
+    n_classes: int
+    seed: int
 
 
 def class_labels(data: CorpusData, *, label: str, folds: int) -> Labels:
@@ -76,6 +93,7 @@ def class_labels(data: CorpusData, *, label: str, folds: int) -> Labels:
     for has, mask, what in (
         (data.has_images, data.image_mask, "an image embedding"),
         (data.has_texts, data.text_mask, "a caption embedding"),
+        (data.has_masks, data.mask_mask, "a mask embedding"),
     ):
         if has:
             lacking = usable & ~mask.astype(bool)
@@ -96,42 +114,6 @@ def class_labels(data: CorpusData, *, label: str, folds: int) -> Labels:
     return Labels(rows, np.array([index[t] for t in texts]), classes, notes)
 
 
-def mlp(seed: int, *, n_rows: int = 0):
-    """The one classifier of every feature set: standardise, then a 64-unit MLP.
-
-    100 Adam epochs score as 300 did on the demo (0.816 vs 0.818 early fusion) at a third of the
-    time; from 2,000 rows on, a 10 % validation split stops training early.
-    """
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(
-        StandardScaler(),
-        MLPClassifier(
-            hidden_layer_sizes=(64,),
-            alpha=1e-2,
-            max_iter=100,
-            early_stopping=n_rows >= 2000,
-            random_state=seed,
-        ),
-    )
-
-
-def fit_proba(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, n_classes: int, seed: int
-) -> np.ndarray:
-    """Class probabilities for ``x_test`` over all ``n_classes`` (a fold may lack a class)."""
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = mlp(seed, n_rows=len(y_train)).fit(x_train, y_train)
-    out = np.zeros((len(x_test), n_classes))
-    out[:, model.classes_] = model.predict_proba(x_test)
-    return out
-
-
 def pool(p_image: np.ndarray, p_text: np.ndarray, weight: float) -> np.ndarray:
     """Weighted geometric mean of two probability tables, renormalised per row."""
     logp = weight * np.log(np.clip(p_image, 1e-6, 1)) + (1 - weight) * np.log(np.clip(p_text, 1e-6, 1))
@@ -140,134 +122,137 @@ def pool(p_image: np.ndarray, p_text: np.ndarray, weight: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def late_weight(
-    x_image: np.ndarray, x_text: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int
-) -> float:
-    """The pool weight with the lowest log loss on inner out-of-fold predictions of the training rows."""
-    from sklearn.model_selection import StratifiedKFold
-
-    smallest = int(np.bincount(y)[np.unique(y)].min())
-    if smallest < 2:
-        return 0.5
-    inner = StratifiedKFold(n_splits=min(3, smallest), shuffle=True, random_state=seed)
-    p_image, p_text = np.zeros((len(y), n_classes)), np.zeros((len(y), n_classes))
-    for fit_rows, held in inner.split(x_image, y):
-        p_image[held] = fit_proba(
-            x_image[fit_rows], y[fit_rows], x_image[held], n_classes=n_classes, seed=seed
-        )
-        p_text[held] = fit_proba(x_text[fit_rows], y[fit_rows], x_text[held], n_classes=n_classes, seed=seed)
+def late_weight(p_image: np.ndarray, p_text: np.ndarray, y: np.ndarray) -> float:
+    """The pool weight with the lowest log loss of ``y`` (validation rows' probabilities)."""
     losses = [-np.log(pool(p_image, p_text, w)[np.arange(len(y)), y] + 1e-12).mean() for w in LATE_WEIGHTS]
     return float(LATE_WEIGHTS[int(np.argmin(losses))])
 
 
-def attention_proba(
-    x_image: np.ndarray,
-    x_text: np.ndarray,
-    y: np.ndarray,
-    test_image: np.ndarray,
-    test_text: np.ndarray,
+def _dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+
+
+def fold_sets(
+    blocks: dict[str, np.ndarray],
+    captions: list[str] | None,
+    train: np.ndarray,
+    test: np.ndarray,
     *,
-    n_classes: int,
-    seed: int,
-    hidden: int = 32,
-    epochs: int = 300,
-) -> tuple[np.ndarray, float]:
-    """Gated fusion: test probabilities and the mean gate on the image (how much it was trusted)."""
-    import torch
-    from torch import nn
-
-    from common.runtime import torch_threads
-
-    mean_i, std_i = x_image.mean(0), x_image.std(0) + 1e-6
-    mean_t, std_t = x_text.mean(0), x_text.std(0) + 1e-6
-
-    class Gated(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.image = nn.Sequential(nn.Linear(x_image.shape[1], hidden), nn.Tanh())
-            self.text = nn.Sequential(nn.Linear(x_text.shape[1], hidden), nn.Tanh())
-            self.gate = nn.Linear(2 * hidden, 2)
-            self.head = nn.Linear(hidden, n_classes)
-
-        def forward(self, xi, xt):
-            hi, ht = self.image(xi), self.text(xt)
-            gate = torch.softmax(self.gate(torch.cat([hi, ht], dim=1)), dim=1)
-            return self.head(gate[:, :1] * hi + gate[:, 1:] * ht), gate[:, 0]
-
-    def tensor(a, mean, std):
-        return torch.from_numpy(((a - mean) / std).astype(np.float32))
-
-    with torch_threads(1), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = Gated()
-        optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
-        xi, xt, yt = tensor(x_image, mean_i, std_i), tensor(x_text, mean_t, std_t), torch.from_numpy(y)
-        for _ in range(epochs):
-            optimiser.zero_grad()
-            nn.functional.cross_entropy(net(xi, xt)[0], yt).backward()
-            optimiser.step()
-        net.eval()
-        with torch.no_grad():
-            logits, gate = net(tensor(test_image, mean_i, std_i), tensor(test_text, mean_t, std_t))
-    return torch.softmax(logits, dim=1).numpy(), float(gate.mean())
-
-
-def fold_scores(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "accuracy": float(accuracy_score(y_true, pred)),
-        "macro_f1": float(f1_score(y_true, pred, average="macro", zero_division=0)),
-    }
-
-
-def _fold_features(
-    blocks: dict[str, np.ndarray], captions: list[str] | None, train: np.ndarray, test: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(train, test) matrices per single feature set; the TF-IDF vocabulary from the training fold."""
-    out = {name: (matrix[train], matrix[test]) for name, matrix in blocks.items()}
+    pair: str,
+) -> dict[str, tuple]:
+    """(train, test) matrices per feature set, standardised on the training fold (TF-IDF: its vocabulary
+    fitted there too, kept sparse and only scaled); ``pair`` = "image + text (…)" when both exist."""
+    raw = {name: (matrix[train], matrix[test]) for name, matrix in blocks.items()}
     if captions is not None:
-        tfidf = tfidf_features(captions=captions, fit_rows=train)
-        out["text (tfidf)"] = (tfidf[train], tfidf[test])
+        tfidf = tfidf_matrix(captions=captions, fit_rows=train)
+        raw["text (tfidf)"] = (tfidf[train], tfidf[test])
+    sets = {}
+    for name, (a, b) in raw.items():
+        scaler = StandardScaler(with_mean=not sparse.issparse(a)).fit(a)
+        sets[name] = (scaler.transform(a), scaler.transform(b))
+    text = pair.removeprefix("image + ")
+    if "image" in sets and text in sets:
+        parts = list(zip(sets["image"], sets[text], strict=True))
+        if sparse.issparse(sets[text][0]):
+            sets[pair] = tuple(sparse.hstack(p).tocsr() for p in parts)
+        else:
+            sets[pair] = tuple(np.hstack(p) for p in parts)
+    return sets
+
+
+def inner_rows(y: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A stratified validation part of the training rows (None when a class has a single row)."""
+    rows = np.arange(len(y))
+    if np.bincount(y)[np.unique(y)].min() < 2:
+        return rows, None
+    fit, val = train_test_split(rows, test_size=val_fraction, stratify=y, random_state=seed)
+    return np.sort(fit), np.sort(val)
+
+
+def baseline_outcomes(fold: Fold, name: str, options: ClassifyOptions) -> dict:
+    """Logistic regression (C by inner stratified CV) and boosted trees on one feature set."""
+    x_train, x_test = fold.sets[name]
+    y = fold.y_train
+    smallest = int(np.bincount(y)[np.unique(y)].min())
+    inner = StratifiedKFold(n_splits=min(options.inner_folds, smallest), shuffle=True, random_state=fold.seed)
+    splits = list(inner.split(np.zeros(len(y)), y)) if smallest >= 2 else []
+    model, c = logistic_cv(x_train, y, cs=options.cs, splits=splits)
+    k = fold.n_classes
+    out = {
+        (name, LOGISTIC, "baseline"): (
+            class_proba(model, x_test, k),
+            class_proba(model, x_train, k),
+            y,
+            {"C": c},
+        )
+    }
+    svd = TruncatedSVD(n_components=max(1, min(TREE_AXES, x_train.shape[1] - 1)), random_state=fold.seed)
+    z_train = svd.fit_transform(x_train)
+    trees = boosted_trees(z_train, y, seed=fold.seed)
+    out[(name, TREES, "baseline")] = (
+        class_proba(trees, svd.transform(x_test), k),
+        class_proba(trees, z_train, k),
+        y,
+        {"iterations": trees.n_iter_},
+    )
     return out
 
 
-def _fold_outcomes(
-    feats: dict[str, tuple[np.ndarray, np.ndarray]],
-    y_train: np.ndarray,
-    *,
-    n_classes: int,
-    text: str,
-    fusion: Sequence[str],
-    seed: int,
-) -> dict[str, tuple[np.ndarray, dict]]:
-    """Test-fold probabilities (and details) of every single feature set and fusion for one fold."""
-    probs: dict[str, tuple[np.ndarray, dict]] = {}
-    for name, (x_train, x_test) in feats.items():
-        probs[name] = (fit_proba(x_train, y_train, x_test, n_classes=n_classes, seed=seed), {})
-    text_name = f"text ({text})"
-    if "image" not in feats or text_name not in feats:
-        return probs
-    (img_train, img_test), (txt_train, txt_test) = feats["image"], feats[text_name]
-    pair = f"image + {text_name}"
-    if "early" in fusion:
-        both_train, both_test = np.hstack([img_train, txt_train]), np.hstack([img_test, txt_test])
-        probs[f"early fusion ({pair})"] = (
-            fit_proba(both_train, y_train, both_test, n_classes=n_classes, seed=seed),
-            {},
+def _network(fold: Fold, make: Callable, sets: Sequence[str], options: ClassifyOptions):
+    """A network tuned on the fold's inner split: (fitted, test inputs, fit inputs)."""
+    train = tuple(_dense(fold.sets[s][0]) for s in sets)
+    test = tuple(_dense(fold.sets[s][1]) for s in sets)
+    fit_x = tuple(x[fold.fit] for x in train)
+    val = None if fold.val is None else (tuple(x[fold.val] for x in train), fold.y_train[fold.val])
+    fitted = tune_network(make, (fit_x, fold.y_train[fold.fit]), val, options=options, seed=fold.seed)
+    return fitted, test, fit_x
+
+
+def network_outcomes(fold: Fold, singles: Sequence[str], pair: str, fusions: Sequence[str], options) -> dict:
+    """Test and fit-part probabilities of the single MLPs and the fusions for one fold."""
+    k, y_fit = fold.n_classes, fold.y_train[fold.fit]
+    out, fitted = {}, {}
+    for name in singles:
+        f, test, fit_x = _network(fold, partial(MLPNet, fold.sets[name][0].shape[1], k), [name], options)
+        fitted[name] = f
+        extra = {"width": f.width, "weight_decay": f.weight_decay, "epochs": f.epochs}
+        out[(name, MLP, "single")] = (predict_proba(f.net, test), predict_proba(f.net, fit_x), y_fit, extra)
+    if pair not in fold.sets:
+        return out
+    image, text = "image", pair.removeprefix("image + ")
+    if "early" in fusions:
+        f, test, fit_x = _network(fold, partial(MLPNet, fold.sets[pair][0].shape[1], k), [pair], options)
+        extra = {"width": f.width, "weight_decay": f.weight_decay, "epochs": f.epochs}
+        out[(pair, "early fusion (mlp)", "fusion")] = (
+            predict_proba(f.net, test),
+            predict_proba(f.net, fit_x),
+            y_fit,
+            extra,
         )
-    if "late" in fusion:
-        w = late_weight(img_train, txt_train, y_train, n_classes=n_classes, seed=seed)
-        probs[f"late fusion ({pair})"] = (
-            pool(probs["image"][0], probs[text_name][0], w),
-            {"image_weight": w},
+    if "late" in fusions and image in fitted and text in fitted:
+        w = (
+            0.5
+            if fold.val is None
+            else late_weight(fitted[image].val_prob, fitted[text].val_prob, fold.y_train[fold.val])
         )
-    if "attention" in fusion:
-        p, gate = attention_proba(
-            img_train, txt_train, y_train, img_test, txt_test, n_classes=n_classes, seed=seed
-        )
-        probs[f"attention fusion ({pair})"] = (p, {"mean_image_gate": gate})
-    return probs
+        test_p = pool(out[(image, MLP, "single")][0], out[(text, MLP, "single")][0], w)
+        fit_p = pool(out[(image, MLP, "single")][1], out[(text, MLP, "single")][1], w)
+        out[(pair, "late fusion", "fusion")] = (test_p, fit_p, y_fit, {"image_weight": w})
+    if "attention" in fusions:
+        dims = (fold.sets[image][0].shape[1], fold.sets[text][0].shape[1])
+        f, test, fit_x = _network(fold, partial(_gated, *dims, k), [image, text], options)
+        test_p = predict_proba(f.net, test)
+        extra = {
+            "width": f.width,
+            "weight_decay": f.weight_decay,
+            "mean_image_gate": float(f.net.gate.mean()),
+        }
+        out[(pair, "attention fusion", "fusion")] = (test_p, predict_proba(f.net, fit_x), y_fit, extra)
+    return out
+
+
+def _gated(d_image: int, d_text: int, n_classes: int, width: int) -> GatedFusion:
+    return GatedFusion(d_image, d_text, n_classes, width)
 
 
 def cross_validate(
@@ -276,230 +261,166 @@ def cross_validate(
     captions: list[str] | None,
     y: np.ndarray,
     n_classes: int,
-    folds: int,
-    text: str,
-    fusion: Sequence[str],
-    seed: int,
+    options: ClassifyOptions,
     say: Callable[[str], None] = _say,
-) -> list[Outcome]:
-    """Stratified k-fold scores of the majority baseline, every feature set and every fusion."""
-    from sklearn.model_selection import StratifiedKFold
-
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    outcomes: dict[str, Outcome] = {"majority class": Outcome("majority class", "baseline")}
+) -> list[Row]:
+    """Stratified k-fold scores of the majority class, every feature set's baselines and networks,
+    and every fusion; each row's out-of-fold probabilities in ``probs``."""
+    fusions = parse_list(options.fusion, allowed=FUSIONS, option="--fusion")
+    pair = f"image + text ({options.text})"
+    splitter = StratifiedKFold(n_splits=options.folds, shuffle=True, random_state=options.seed)
+    rows: dict[tuple, Row] = {}
     for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
-        say(f"classify: fold {k + 1}/{folds}")
-        majority = int(np.bincount(y[train], minlength=n_classes).argmax())
-        fold_probs = {"majority class": (np.eye(n_classes)[np.full(len(test), majority)], {})}
-        feats = _fold_features(blocks, captions, train, test)
-        fold_probs.update(
-            _fold_outcomes(feats, y[train], n_classes=n_classes, text=text, fusion=fusion, seed=seed)
-        )
-        for name, (prob, extra) in fold_probs.items():
-            kind = "single" if name in feats else "fusion" if "fusion" in name else "baseline"
-            outcome = outcomes.setdefault(name, Outcome(name, kind))
-            if outcome.predictions is None:
-                outcome.predictions = np.full(len(y), -1)
-            pred = prob.argmax(axis=1)
-            outcome.predictions[test] = pred
-            outcome.folds.append(fold_scores(y[test], pred))
-            for key, value in extra.items():
-                outcome.extra.setdefault(key, []).append(value)
-    return list(outcomes.values())
+        say(f"classify: fold {k + 1}/{options.folds}")
+        fit, val = inner_rows(y[train], val_fraction=options.val_fraction, seed=options.seed)
+        sets = fold_sets(blocks, captions, train, test, pair=pair)
+        fold = Fold(sets, y[train], y[test], fit, val, n_classes, options.seed)
+        majority = np.eye(n_classes)[int(np.bincount(y[train], minlength=n_classes).argmax())]
+        outcomes = {
+            ("—", "majority class", "baseline"): (
+                np.tile(majority, (len(test), 1)),
+                np.tile(majority, (len(train), 1)),
+                y[train],
+                {},
+            )
+        }
+        for name in sets:
+            outcomes.update(baseline_outcomes(fold, name, options))
+        outcomes.update(network_outcomes(fold, [s for s in sets if s != pair], pair, fusions, options))
+        for key, (test_p, train_p, train_y, extra) in outcomes.items():
+            row = rows.setdefault(key, Row(*key, probs=np.zeros((len(y), n_classes))))
+            row.probs[test] = test_p
+            row.test.append(score(y[test], test_p, METRICS))
+            row.train.append(score(train_y, train_p, METRICS))
+            for name, value in extra.items():
+                row.extra.setdefault(name, []).append(value)
+    return list(rows.values())
 
 
-def _parse_list(value: str | Sequence[str], *, allowed: Sequence[str], option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    unknown = [v for v in items if v and v not in allowed]
-    if unknown:
-        raise TuwenError(f"{option}: unknown {', '.join(unknown)} (use {', '.join(allowed)})")
-    return list(dict.fromkeys(v for v in items if v))
-
-
-def _unavailable(data: CorpusData, *, text: str, fusion: Sequence[str]) -> list[Outcome]:
+def _unavailable(data: CorpusData, *, text: str, fusion: Sequence[str]) -> list[Row]:
     """Rows for what the corpus cannot give, so the table shows them instead of hiding them."""
-    rows = []
+    missing = {}
     if not data.has_images:
-        rows.append(Outcome("image", "single", unavailable="the corpus has no image embeddings"))
+        missing["image"] = "the corpus has no image embeddings"
     if not data.has_texts:
-        rows.append(Outcome("text (clip)", "single", unavailable="the corpus has no caption embeddings"))
+        missing["text (clip)"] = "the corpus has no caption embeddings"
     if not any(c and c.strip() for c in data.captions):
-        rows.append(Outcome("text (tfidf)", "single", unavailable="the corpus has no captions"))
-    if not (data.has_images and (data.has_texts if text == "clip" else any(data.captions))):
-        pair = f"image + text ({text})"
-        rows += [
-            Outcome(f"{f} fusion ({pair})", "fusion", unavailable="needs both image and text features")
-            for f in fusion
-        ]
+        missing["text (tfidf)"] = "the corpus has no captions"
+    rows = [
+        Row(name, model, "baseline", unavailable=why)
+        for name, why in missing.items()
+        for model in (LOGISTIC, TREES)
+    ]
+    rows += [Row(name, MLP, "single", unavailable=why) for name, why in missing.items()]
+    pair = f"image + text ({text})"
+    if "image" in missing or f"text ({text})" in missing:
+        why = "needs both image and text features"
+        rows += [Row(pair, model, "baseline", unavailable=why) for model in (LOGISTIC, TREES)]
+        names = {"early": "early fusion (mlp)", "late": "late fusion", "attention": "attention fusion"}
+        rows += [Row(pair, names[f], "fusion", unavailable=why) for f in fusion]
     return rows
 
 
 def run_classify(
-    *,
-    data: CorpusData,
-    label: str,
-    out: str | Path,
-    folds: int = 5,
-    text: str = "clip",
-    fusion: str | Sequence[str] = ("early", "late"),
-    seed: int = 0,
-    say: Callable[[str], None] = _say,
+    data: CorpusData, options: ClassifyOptions, *, out: str | Path, say: Callable[[str], None] = _say
 ) -> dict:
-    """Cross-validate every feature set and fusion against the majority class; write the report."""
-    fusions = _parse_list(fusion, allowed=FUSIONS, option="--fusion")
-    if text not in TEXT_KINDS:
-        raise TuwenError(f"--text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
-    if folds < 2:
-        raise TuwenError(f"--folds must be at least 2, not {folds}")
-    labels = class_labels(data, label=label, folds=folds)
+    """Cross-validate every feature set and fusion beside the baselines; write the report."""
+    options.check()
+    fusions = parse_list(options.fusion, allowed=FUSIONS, option="--fusion")
+    data, note = drop_small_masks(data, options.min_mask_area)
+    labels = class_labels(data, label=options.label, folds=options.folds)
+    labels.notes += [note] if note else []
     rows = labels.rows
     blocks = {}
     if data.has_images:
         blocks["image"] = data.image_vectors[rows]
     if data.has_texts:
         blocks["text (clip)"] = data.text_vectors[rows]
+    if data.has_masks:
+        blocks["mask"] = data.mask_vectors[rows]
     captions = [data.captions[i] or "" for i in rows]
     has_captions = any(c.strip() for c in captions)
     if not blocks and not has_captions:
         raise TuwenError(f"corpus {data.name!r} has neither embeddings nor captions to classify from")
-    say(f"classify: {len(rows)} items, {len(labels.classes)} classes, {folds} folds")
-    from threadpoolctl import threadpool_limits
-
+    say(f"classify: {len(rows)} items, {len(labels.classes)} classes, {options.folds} folds")
     with threadpool_limits(limits=1):  # small fits: one BLAS thread is several times faster on shared cores
-        outcomes = cross_validate(
+        results = cross_validate(
             blocks=blocks,
             captions=captions if has_captions else None,
             y=labels.y,
             n_classes=len(labels.classes),
-            folds=folds,
-            text=text,
-            fusion=fusions,
-            seed=seed,
+            options=options,
             say=say,
         )
-    outcomes += _unavailable(data, text=text, fusion=fusions)
-    order = {"baseline": 0, "single": 1, "fusion": 2}
-    outcomes.sort(key=lambda o: order[o.kind])
-    return write_report(
-        out=out, data=data, labels=labels, outcomes=outcomes, label=label, folds=folds, seed=seed
+    results += _unavailable(data, text=options.text, fusion=fusions)
+    results.sort(key=lambda r: KIND_ORDER[r.kind])
+    return write_report(out=out, data=data, labels=labels, rows=results, options=options)
+
+
+def judge_classify(rows: Sequence[Row], labels: Labels, folds: int) -> Verdict:
+    """Chance is the share of the most frequent class (what always answering it scores in each fold)."""
+    counts = np.bincount(labels.y)
+    return judge(
+        rows,
+        metric="accuracy",
+        chance=float(counts.max() / counts.sum()),
+        n_eval=len(labels.y) // folds,
+        spread_name="fold",
+        model_kinds=("single", "fusion"),
+        fusion=("fusion", "single"),
     )
 
 
-def best(outcomes: Sequence[Outcome], kinds: Sequence[str], metric: str = "accuracy") -> Outcome | None:
-    pool_ = [o for o in outcomes if o.kind in kinds and not o.unavailable]
-    return max(pool_, key=lambda o: o.summary(metric)[0], default=None)
-
-
-def honest_sentences(outcomes: Sequence[Outcome], metric: str = "accuracy") -> list[str]:
-    """Best model against the baseline, and best fusion against the better single modality."""
-
-    def entry(o: Outcome) -> dict:
-        mean, std = o.summary(metric)
-        return {"name": o.name, "mean": mean, "std": std}
-
-    sentences = []
-    model, baseline = best(outcomes, ("single", "fusion"), metric), best(outcomes, ("baseline",), metric)
-    if model and baseline:
-        sentences.append(
-            verdict(best_model=entry(model), best_baseline=entry(baseline), metric=metric, spread_name="fold")
-        )
-    fused, single = best(outcomes, ("fusion",), metric), best(outcomes, ("single",), metric)
-    if fused and single:
-        text = verdict(
-            best_model=entry(fused), best_baseline=entry(single), metric=metric, spread_name="fold"
-        )
-        sentences.append(
-            text.replace("best model", "best fusion").replace("best baseline", "better single modality")
-        )
-    return sentences
-
-
 def write_report(
-    *,
-    out: str | Path,
-    data: CorpusData,
-    labels: Labels,
-    outcomes: list[Outcome],
-    label: str,
-    folds: int,
-    seed: int,
+    *, out: str | Path, data: CorpusData, labels: Labels, rows: list[Row], options: ClassifyOptions
 ) -> dict:
-    from analysis.report import Report
-
-    report = Report(out, kind="classify", title=f"Classifying {label!r} in {data.name}")
+    report = Report(out, kind="classify", title=f"Classifying {options.label!r} in {data.name}")
     counts = np.bincount(labels.y, minlength=len(labels.classes))
     shares = ", ".join(f"{c}: {n}" for c, n in zip(labels.classes, counts, strict=True))
     report.note(
         "Data",
         f"{len(labels.y)} items, {len(labels.classes)} classes ({shares}); the majority class is "
-        f"{counts.max() / counts.sum():.3f} of the items. Stratified {folds}-fold cross-validation, "
-        f"seed {seed}. " + " ".join(labels.notes),
+        f"{counts.max() / counts.sum():.3f} of the items. Stratified {options.folds}-fold cross-validation, "
+        f"seed {options.seed}; the networks validate on {options.val_fraction:.0%} of each training fold; "
+        f"the trees see each set's first {TREE_AXES} SVD axes. " + " ".join(labels.notes),
     )
-    for o in outcomes:
-        if o.unavailable:
-            report.note(f"{o.name}: unavailable", o.unavailable)
-    rows = [o.row() for o in outcomes]
+    for r in rows:
+        if r.unavailable:
+            report.note(f"{r.model} on {r.features}: unavailable", r.unavailable)
+    table = [r.cells(METRICS, "folds") for r in rows]
     report.table(
-        "results", rows, title="Cross-validated scores (mean ± std over folds)", caption="Baseline first."
+        "results",
+        table,
+        title="Cross-validated scores (mean ± std over folds)",
+        caption="Baselines first. Train accuracy is on the rows each model was fitted on.",
     )
-    sentences = honest_sentences(outcomes)
-    for sentence in sentences:
+    verdict = judge_classify(rows, labels, options.folds)
+    for sentence in verdict.sentences:
         report.note("Verdict", sentence)
-    top = best(outcomes, ("single", "fusion")) or best(outcomes, ("baseline",))
+    top = best(rows, ("single", "fusion")) or best(rows, ("baseline",))
     report.figure(
         "confusion_matrix",
         _confusion_figure(top, labels),
         title=f"Confusion matrix: {top.name}",
         caption="Out-of-fold predictions of the best model (rows: true class, columns: predicted).",
     )
-    payload = _payload(
-        data=data,
-        labels=labels,
-        outcomes=outcomes,
-        settings_used={"label": label, "folds": folds, "seed": seed},
-    )
-    payload.update(best=top.name, verdict=sentences)
-    path = report.finish(payload)
-    return {"report": path, "out": report.out, "table": rows, "verdict": sentences, "outcomes": outcomes}
-
-
-def _payload(*, data: CorpusData, labels: Labels, outcomes: Sequence[Outcome], settings_used: dict) -> dict:
-    """What ``report.json`` holds besides the parts: settings, classes, every fold's scores."""
-    return {
+    payload = {
         "corpus": data.name,
         "model_id": data.model_id,
-        "settings": settings_used,
+        "settings": asdict(options),
         "classes": labels.classes,
-        "class_counts": np.bincount(labels.y, minlength=len(labels.classes)).tolist(),
-        "results": [
-            {
-                "features": o.name,
-                "kind": o.kind,
-                "unavailable": o.unavailable or None,
-                **{
-                    m: dict(zip(("mean", "std"), o.summary(m), strict=True))
-                    for m in METRICS
-                    if not o.unavailable
-                },
-                "folds": o.folds,
-                **{k: v for k, v in o.extra.items()},
-            }
-            for o in outcomes
-        ],
+        "class_counts": counts.tolist(),
+        "results": [r.to_json(METRICS) for r in rows],
+        "best": top.name,
+        "verdict": verdict.to_json(),
     }
+    path = report.finish(payload)
+    return {"report": path, "out": report.out, "table": table, "verdict": verdict, "outcomes": rows}
 
 
-def _confusion_figure(outcome: Outcome, labels: Labels):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
-
-    from analysis.report import use_cjk_font
-
+def _confusion_figure(outcome: Row, labels: Labels):
     use_cjk_font()
-    matrix = confusion_matrix(labels.y, outcome.predictions, labels=range(len(labels.classes)))
+    matrix = confusion_matrix(labels.y, outcome.probs.argmax(axis=1), labels=range(len(labels.classes)))
     size = min(3 + 0.6 * len(labels.classes), 12)
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay(matrix, display_labels=labels.classes).plot(
@@ -507,37 +428,3 @@ def _confusion_figure(outcome: Outcome, labels: Labels):
     )
     ax.set_title(outcome.name, fontsize=10)
     return fig
-
-
-def add_parser(studies, *, common) -> argparse.ArgumentParser:
-    """``tuwen analyze classify NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "classify",
-        help="image vs text vs early/late fusion, stratified k-fold",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument("--label", required=True, help="attribute to predict (any values: binary or multi-class)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--text", choices=TEXT_KINDS, default="clip", help="text features used in the fusions")
-    p.add_argument("--fusion", default="early,late", help="comma list of early,late,attention")
-    return p
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-
-    out, data = study_inputs(args, f"classify-{args.label}")
-    result = run_classify(
-        data=data,
-        label=args.label,
-        out=out,
-        folds=args.folds,
-        text=args.text,
-        fusion=args.fusion,
-        seed=args.seed,
-    )
-    return finished(result["report"], table=result["table"], verdict="\n".join(result["verdict"]))

@@ -14,40 +14,19 @@ repeated post texts (what made whole-post clusters lopsided in the study) no lon
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
 import numpy as np
+from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
+from sklearn.metrics import silhouette_score
 
-from analysis.data import CorpusData
+from analysis.data import CorpusData, large_masks
 from analysis.keywords import caption_tokens, hashtags, tag_vectors, top_keywords
+from analysis.options import ClusterOptions, parse_k
 from common.errors import TuwenError
 
-MODALITIES = ("image", "text", "both")
-TEXT_SOURCES = ("caption", "tags")
-REDUCERS = ("umap", "none")
-METHODS = ("kmeans", "hdbscan")
-PERIODS = ("month", "week", "day")
 NOISE = -1  # HDBSCAN's label for points in no cluster
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    modality: str = "image"
-    text: str = "caption"
-    reduce: str = "umap"
-    method: str = "kmeans"
-    k: str = "auto"
-    by: str = "month"
-    seed: int = 0
-    umap_dims: int = (
-        5  # BERTopic's default: enough for density, few enough for the distance to mean something
-    )
-    sweep_sample: int = 3000  # the silhouette sweep fits and scores on at most this many items
-    umap_fit_sample: int = 15000  # UMAP is fitted on at most this many items, the rest transformed
-    min_cluster_size: int | None = None  # HDBSCAN; default max(10, 1 % of the items)
-    keywords: int = 8
 
 
 @dataclass
@@ -85,46 +64,20 @@ class ClusterResult:
         return {c: float(np.polyfit(x, 100 * self.shares[:, j], 1)[0]) for j, c in enumerate(self.clusters)}
 
 
-def check_options(options: ClusterOptions) -> None:
-    for name, value, allowed in (
-        ("--modality", options.modality, MODALITIES),
-        ("--text", options.text, TEXT_SOURCES),
-        ("--reduce", options.reduce, REDUCERS),
-        ("--method", options.method, METHODS),
-        ("--by", options.by, PERIODS),
-    ):
-        if value not in allowed:
-            raise TuwenError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
-    if options.method == "hdbscan" and options.k != "auto":
-        raise TuwenError(
-            "--k applies to kmeans; hdbscan finds the number of clusters itself (--min-cluster-size)"
-        )
-    if options.min_cluster_size is not None and options.min_cluster_size < 2:
-        raise TuwenError(f"--min-cluster-size must be at least 2 (got {options.min_cluster_size})")
-
-
-def parse_k(spec: str, *, n: int) -> list[int]:
-    """``auto`` → 2..min(30, n/5); ``N`` → [N]; ``A..B`` → A..B. Every k must be in 2..n-1."""
-    spec = str(spec).strip()
-    if spec == "auto":
-        return list(range(2, max(3, min(30, n // 5) + 1)))
-    match = re.fullmatch(r"(\d+)(?:\.\.(\d+))?", spec)
-    if not match:
-        raise TuwenError(f"--k must be auto, a number or a range A..B (got {spec!r})")
-    low = int(match.group(1))
-    high = int(match.group(2)) if match.group(2) else low
-    if high < low:
-        raise TuwenError(f"--k range {spec} is empty: write A..B with A <= B")
-    if low < 2:
-        raise TuwenError(f"--k must be at least 2 (got {spec}): one cluster is no clustering")
-    if high >= n:
-        raise TuwenError(f"--k {spec} needs more than {high} items to cluster; there are {n}")
-    return list(range(low, high + 1))
-
-
-def select_vectors(data: CorpusData, *, modality: str, text: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The vectors to cluster and the corpus positions they belong to (items that have them)."""
-    parts, masks = [], []
+def select_vectors(
+    data: CorpusData, *, modality: str, text: str, seed: int, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors to cluster and the corpus positions they belong to (items that have them, among
+    ``keep``)."""
+    parts, masks = [], [] if keep is None else [keep]
+    if modality == "mask":
+        if not data.has_masks:
+            raise TuwenError(
+                f"--modality mask: corpus {data.name} has no mask embeddings (give it a `mask` column and "
+                "run `tuwen corpus encode` again)"
+            )
+        parts.append(data.mask_vectors)
+        masks.append(data.mask_mask)
     if modality in ("image", "both"):
         if not data.has_images:
             raise TuwenError(
@@ -164,7 +117,7 @@ def _hint(data: CorpusData) -> str:
 def reduce_vectors(x: np.ndarray, *, dims: int, seed: int, fit_sample: int) -> np.ndarray:
     """UMAP to ``dims`` dimensions (cosine metric, BERTopic's settings), fitted on at most
     ``fit_sample`` items and applied to the rest; deterministic for ``seed``."""
-    import umap
+    import umap  # heavy (numba compiles on import) and optional (--reduce none): on use only
 
     n_neighbors = max(2, min(15, len(x) - 1))
     dims = max(1, min(dims, len(x) - 2))
@@ -181,8 +134,6 @@ def reduce_vectors(x: np.ndarray, *, dims: int, seed: int, fit_sample: int) -> n
 
 
 def kmeans_labels(x: np.ndarray, *, k: int, seed: int, n_init: int = 4) -> np.ndarray:
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
     if len(x) > 20000:  # full k-means over 50k x 512 costs minutes for nothing the batches miss
         model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=4096)
     else:
@@ -192,8 +143,6 @@ def kmeans_labels(x: np.ndarray, *, k: int, seed: int, n_init: int = 4) -> np.nd
 
 def silhouette_sweep(x: np.ndarray, *, ks: list[int], seed: int, sample: int) -> list[float | None]:
     """Silhouette of k-means with each k, fitted and scored on one seeded sample of ``x``."""
-    from sklearn.metrics import silhouette_score
-
     rows = np.arange(len(x))
     if len(x) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(len(x), sample, replace=False))
@@ -209,8 +158,6 @@ def silhouette_sweep(x: np.ndarray, *, ks: list[int], seed: int, sample: int) ->
 
 
 def hdbscan_labels(x: np.ndarray, *, min_cluster_size: int) -> np.ndarray:
-    from sklearn.cluster import HDBSCAN
-
     return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(x)
 
 
@@ -265,8 +212,11 @@ def period_shares(
 
 def cluster_corpus(data: CorpusData, *, options: ClusterOptions) -> ClusterResult:
     """The whole study's numbers (no figures); see the module docstring for the steps."""
-    check_options(options)
-    raw, rows = select_vectors(data, modality=options.modality, text=options.text, seed=options.seed)
+    options.check()
+    keep, note = large_masks(data, options.min_mask_area)
+    raw, rows = select_vectors(
+        data, modality=options.modality, text=options.text, seed=options.seed, keep=keep
+    )
     ks = parse_k(options.k, n=len(rows))
     reduced = None
     if options.reduce == "umap":
@@ -285,12 +235,11 @@ def cluster_corpus(data: CorpusData, *, options: ClusterOptions) -> ClusterResul
             result.silhouette_reduced = silhouette_sweep(reduced, **sweep)
     _fit(result, options)
     _describe(result, data, options)
+    result.notes += [note] if note else []
     return result
 
 
 def _fit(result: ClusterResult, options: ClusterOptions) -> None:
-    from sklearn.metrics import silhouette_score
-
     space = result.space
     if options.method == "kmeans":
         curve = result.silhouette_reduced if options.reduce == "umap" else result.silhouette_raw
@@ -372,50 +321,3 @@ def summary(result: ClusterResult) -> dict:
         ),
         "notes": result.notes,
     }
-
-
-def add_parser(studies, *, common) -> None:
-    """``tuwen analyze clusters NAME …``."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "clusters",
-        help="style clusters, their keywords and per-period shares",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument(
-        "--modality", default="image", choices=MODALITIES, help="both = image and text concatenated"
-    )
-    p.add_argument(
-        "--text", default="caption", choices=TEXT_SOURCES, help="tags = the #hashtags of the caption"
-    )
-    p.add_argument("--reduce", default="umap", choices=REDUCERS)
-    p.add_argument("--method", default="kmeans", choices=METHODS)
-    p.add_argument("--k", default="auto", help="auto (silhouette sweep) | N | A..B (sweep over A to B)")
-    p.add_argument("--by", default="month", choices=PERIODS, help="period of the shares")
-    p.add_argument("--min-cluster-size", type=int, default=None, help="hdbscan (default 1 %% of the items)")
-    p.add_argument("--exemplars", type=int, default=8, help="images per cluster grid")
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-    from analysis.clusters_report import run_clusters
-
-    options = ClusterOptions(
-        modality=args.modality,
-        text=args.text,
-        reduce=args.reduce,
-        method=args.method,
-        k=args.k,
-        by=args.by,
-        seed=args.seed,
-        min_cluster_size=args.min_cluster_size,
-    )
-    check_options(options)
-    parse_k(options.k, n=1 << 62)  # a malformed --k fails before the corpus is read
-    if args.exemplars < 1:
-        raise TuwenError(f"--exemplars must be at least 1 (got {args.exemplars})")
-    out, data = study_inputs(args, "clusters")
-    return finished(run_clusters(data, out=out, options=options, exemplars=args.exemplars))

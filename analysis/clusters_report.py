@@ -6,9 +6,18 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.clusters import NOISE, ClusterOptions, ClusterResult, cluster_corpus, exemplar_rows, summary
+from analysis.clusters import (
+    NOISE,
+    ClusterOptions,
+    ClusterResult,
+    cluster_corpus,
+    exemplar_rows,
+    reduce_vectors,
+    summary,
+)
 from analysis.data import CorpusData
 from analysis.figures import cluster_colours, draw_cell, thumbnail
 from analysis.report import NO_CJK_FONT, Report, use_cjk_font
@@ -17,17 +26,13 @@ STACK_CLUSTERS = 12  # clusters drawn by name in the stacked shares; the rest ar
 MAP_POINTS = 3000
 
 
-def run_clusters(
-    data: CorpusData, *, out: str | Path, options: ClusterOptions, exemplars: int = 8, max_grids: int = 24
-) -> Path:
+def run_clusters(data: CorpusData, *, out: str | Path, options: ClusterOptions, max_grids: int = 24) -> Path:
     """Cluster ``data`` and write the whole report under ``out``; returns ``report.json``'s path."""
     result = cluster_corpus(data, options=options)
-    return write_report(data, result, out=out, exemplars=exemplars, max_grids=max_grids)
+    return write_report(data, result, out=out, max_grids=max_grids)
 
 
-def write_report(
-    data: CorpusData, result: ClusterResult, *, out: str | Path, exemplars: int = 8, max_grids: int = 24
-) -> Path:
+def write_report(data: CorpusData, result: ClusterResult, *, out: str | Path, max_grids: int = 24) -> Path:
     has_cjk = use_cjk_font()
     o = result.options
     reduction = f"after UMAP to {o.umap_dims}-d" if o.reduce == "umap" else "no reduction"
@@ -70,7 +75,7 @@ def write_report(
             caption="Read across a row: which styles led that period, with their share of its items.",
         )
         report.table("shares", share_rows(result), title=f"Per-{o.by} shares (percent)")
-    grids = exemplar_rows(result, per_cluster=exemplars)
+    grids = exemplar_rows(result, per_cluster=o.exemplars)
     for c in list(grids)[:max_grids]:
         report.figure(
             f"exemplars_C{c}",
@@ -92,12 +97,11 @@ def _space_name(o: ClusterOptions) -> str:
         "image": "an image embedding",
         "text": f"a {text} vector",
         "both": f"an image and a {text} vector",
+        "mask": "a masked-image embedding",
     }[o.modality]
 
 
 def silhouette_figure(result: ClusterResult):
-    import matplotlib.pyplot as plt
-
     curves = [("raw embeddings", result.silhouette_raw)]
     if result.silhouette_reduced:
         curves.append((f"after UMAP to {result.options.umap_dims}-d", result.silhouette_reduced))
@@ -115,10 +119,6 @@ def silhouette_figure(result: ClusterResult):
 
 
 def map_figure(result: ClusterResult):
-    import matplotlib.pyplot as plt
-
-    from analysis.clusters import reduce_vectors
-
     rng = np.random.default_rng(result.options.seed)
     rows = np.arange(len(result.rows))
     if len(rows) > MAP_POINTS:
@@ -159,8 +159,6 @@ def _stack_columns(result: ClusterResult) -> tuple[list[str], np.ndarray, list]:
 
 
 def shares_figure(result: ClusterResult):
-    import matplotlib.pyplot as plt
-
     labels, shares, colours = _stack_columns(result)
     x = np.arange(len(result.periods))
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(x) + 4), 4.8))
@@ -176,8 +174,6 @@ def shares_figure(result: ClusterResult):
 
 
 def top5_figure(result: ClusterResult):
-    import matplotlib.pyplot as plt
-
     colours = cluster_colours(result.clusters)
     n = len(result.periods)
     fig, ax = plt.subplots(figsize=(11, 0.42 * n + 1.2))
@@ -205,8 +201,6 @@ def top5_figure(result: ClusterResult):
 
 
 def exemplar_figure(data: CorpusData, result: ClusterResult, cluster: int, rows: list[int]):
-    import matplotlib.pyplot as plt
-
     cols = 4
     lines = max(1, -(-len(rows) // cols))
     fig, axes = plt.subplots(

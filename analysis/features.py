@@ -8,37 +8,35 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import re
 from collections.abc import Sequence
 
+import jieba
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from common.errors import TuwenError
 
 _WORD = re.compile(r"\w", re.UNICODE)
+jieba.setLogLevel(logging.WARNING)  # its "Building prefix dict" chatter on first use
+
+
+@functools.lru_cache(maxsize=100_000)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in jieba.lcut(text) if _WORD.search(w))
 
 
 def jieba_words(text: str) -> list[str]:
-    """jieba's words of ``text`` without punctuation and whitespace (Latin words are kept)."""
-    import jieba
-
-    _quiet_jieba()
-    return [w for w in jieba.lcut(text) if _WORD.search(w)]
-
-
-def _quiet_jieba() -> None:
-    import logging
-
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
+    """jieba's words of ``text`` without punctuation and whitespace (Latin words are kept); cached, as
+    cross-validation cuts the same captions once per fold."""
+    return list(_words(text))
 
 
 def tfidf_vectorizer(*, max_features: int = 2000):
     """An unfitted scikit-learn ``TfidfVectorizer`` over jieba words (sublinear tf, L2 rows)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     return TfidfVectorizer(
         tokenizer=jieba_words,
         token_pattern=None,
@@ -48,17 +46,23 @@ def tfidf_vectorizer(*, max_features: int = 2000):
     )
 
 
-def tfidf_features(
-    *, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000
-) -> np.ndarray:
-    """Dense TF-IDF rows for every caption (empty for None), the vocabulary fitted on ``fit_rows``."""
+def tfidf_matrix(*, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000):
+    """Sparse (CSR, float32) TF-IDF rows for every caption (empty for None), the vocabulary fitted on
+    ``fit_rows``."""
     texts = [c or "" for c in captions]
     fit_texts = [texts[i] for i in np.asarray(fit_rows, dtype=int)]
     if not any(t.strip() for t in fit_texts):
         raise TuwenError("no captions in the training rows: the tfidf features need captions")
     vectorizer = tfidf_vectorizer(max_features=max_features)
     vectorizer.fit(fit_texts)
-    return vectorizer.transform(texts).toarray().astype(np.float32)
+    return vectorizer.transform(texts).astype(np.float32).tocsr()
+
+
+def tfidf_features(
+    *, captions: Sequence[str | None], fit_rows: np.ndarray, max_features: int = 2000
+) -> np.ndarray:
+    """``tfidf_matrix`` as a dense array."""
+    return tfidf_matrix(captions=captions, fit_rows=fit_rows, max_features=max_features).toarray()
 
 
 def attribute_values(attributes: dict[str, list], *, field: str) -> list:

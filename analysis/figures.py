@@ -1,14 +1,12 @@
-"""Drawing helpers the studies share: thumbnails that never fail, wrapped captions, cluster colours.
-
-matplotlib is imported inside each function (``use_cjk_font`` first), so importing this module
-costs nothing.
-"""
+"""Drawing helpers the studies share: thumbnails that never fail, wrapped captions, cluster colours."""
 
 from __future__ import annotations
 
 import textwrap
 
+import matplotlib
 import numpy as np
+from PIL import Image
 
 THUMB = 160  # pixels: a grid cell's image is shrunk to this before drawing
 
@@ -17,8 +15,6 @@ def thumbnail(path: str | None, size: int = THUMB) -> np.ndarray | None:
     """The image as an RGB array no larger than ``size``; None when it is absent or unreadable."""
     if not path:
         return None
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
@@ -42,8 +38,6 @@ def wrap(text: str | None, *, width: int = 14, lines: int = 3) -> str:
 
 def cluster_colours(clusters: list[int]) -> dict[int, tuple]:
     """A stable colour per cluster id (tab20, cycling), grey for noise (-1)."""
-    import matplotlib
-
     palette = matplotlib.colormaps["tab20"]
     return {c: ((0.6, 0.6, 0.6, 1.0) if c < 0 else palette(c % 20)) for c in clusters}
 

@@ -12,6 +12,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
 from analysis.features import jieba_words
 
@@ -86,10 +89,6 @@ def tag_vectors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posts as TF-IDF vectors of their hashtags (each tag one term), L2-normalised; with more than
     ``dims`` distinct tags, reduced by truncated SVD (LSA) first. Returns (vectors, has_tags mask)."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import normalize
-
     mask = np.array([len(t) > 0 for t in tag_lists], dtype=bool)
     if not mask.any():
         return np.zeros((len(tag_lists), 1), dtype=np.float32), mask

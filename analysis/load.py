@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.data import CorpusData
+from common.reports import reports_dir
 from common.settings import Settings
+from indexer.corpus import load_embeddings, load_items
 
 
 def load_corpus_data(*, settings: Settings, name: str) -> CorpusData:
     """Items and embeddings of corpus ``name``; ``TuwenError`` when it is unknown or not encoded."""
-    from indexer.corpus import load_embeddings, load_items
-
     items = load_items(settings=settings, name=name)
     embeddings = load_embeddings(settings=settings, name=name)
     return corpus_data(name=name, items=items, embeddings=embeddings)
@@ -38,6 +38,10 @@ def corpus_data(*, name: str, items: list, embeddings) -> CorpusData:
         text_vectors=_vectors(embeddings.text_vectors),
         text_mask=_mask(embeddings.text_mask, embeddings.text_vectors),
         model_id=embeddings.model_id,
+        # The mask modality, where the corpus generation has a third set ("masks"); see CorpusData.
+        mask_vectors=_vectors(getattr(embeddings, "mask_vectors", None)),
+        mask_mask=_mask(getattr(embeddings, "mask_mask", None), getattr(embeddings, "mask_vectors", None)),
+        mask_area=_areas(getattr(embeddings, "mask_area", None)),
     )
 
 
@@ -51,13 +55,18 @@ def _vectors(vectors) -> np.ndarray | None:
     return None if vectors is None else np.asarray(vectors, dtype=np.float32)
 
 
+def _areas(areas) -> np.ndarray | None:
+    return None if areas is None else np.asarray(areas, dtype=float)
+
+
 def _mask(mask, vectors) -> np.ndarray | None:
     return None if vectors is None or mask is None else np.asarray(mask, dtype=bool)
 
 
 def report_dir(*, settings: Settings, study: str, name: str, out: str | Path | None) -> Path:
-    """``--out`` when given, else ``$TUWEN_HOME/analysis/<study>-<name>/`` (where the service lists it)."""
+    """``--out`` when given, else ``$TUWEN_HOME/analysis/<study>-<name>/`` (``common.reports``: where the
+    service lists it)."""
     if out is not None:
         return Path(out).expanduser()
     safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "corpus"  # one folder, never a path
-    return settings.home_dir / "analysis" / f"{study}-{safe}"
+    return reports_dir(settings.home_dir) / f"{study}-{safe}"

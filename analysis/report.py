@@ -1,7 +1,9 @@
 """One writer for every study's output folder: ``report.json``, tables (CSV + Markdown), figures
 (PNG) and an ``index.html`` that shows them offline, in that order, with their captions.
 
-The service lists such folders under ``$TUWEN_HOME/analysis/`` by their ``report.json`` alone.
+The folder's layout (where reports live, the two file names) is ``common.reports``'s, which the
+service reads too. matplotlib is imported where a figure is drawn: ``analysis.cli`` imports this module
+for ``markdown_table``, and ``tuwen --help`` should not load matplotlib.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.files import write_atomic
+from common.reports import report_json, report_page
+
 NO_CJK_FONT = (
     "No CJK font is installed: Chinese text in the figures shows as boxes (install fonts-wqy-zenhei)."
 )
-REPORT_JSON = "report.json"
-INDEX_HTML = "index.html"
 # Fonts that draw Chinese, first found wins (Debian: fonts-wqy-zenhei, fonts-noto-cjk).
 CJK_FONTS = ["WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "SimHei"]
 CJK_FONT_FILES = ("wqy", "notosanscjk", "sourcehansans", "simhei")
@@ -26,7 +29,7 @@ CJK_FONT_FILES = ("wqy", "notosanscjk", "sourcehansans", "simhei")
 
 def use_cjk_font() -> bool:
     """Let matplotlib draw Chinese captions and keywords where a CJK font is installed (False: none is)."""
-    import matplotlib
+    import matplotlib  # heavy: on use only (see the module docstring)
     from matplotlib import font_manager
 
     matplotlib.use("Agg")
@@ -68,7 +71,7 @@ class Report:
 
     def figure(self, name: str, fig, *, title: str, caption: str = "") -> Path:
         """Save a matplotlib figure as ``<name>.png`` and close it."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # heavy: on use only (see the module docstring)
 
         path = self.out / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -100,10 +103,10 @@ class Report:
                 {"kind": p.kind, "title": p.title, "caption": p.caption, "files": p.files} for p in self.parts
             ],
         }
-        path = self.out / REPORT_JSON
+        path = report_json(self.out)
         text = json.dumps(payload, ensure_ascii=False, indent=1, default=_jsonable)
-        path.write_text(text, encoding="utf-8")
-        (self.out / INDEX_HTML).write_text(self._html(), encoding="utf-8")
+        write_atomic(path, text)  # the service lists a folder by these two files
+        write_atomic(report_page(self.out), self._html())
         return path
 
     def _html(self) -> str:

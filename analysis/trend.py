@@ -8,39 +8,55 @@ window lies wholly in the first periods and every test window wholly in the last
 period is seen by both (the first ``window - 1`` test periods serve only as inputs).
 
 Every sequence model (LSTM, Transformer) is trained with several seeds and reported as mean ±
-standard deviation beside three baselines (the training majority class, "same as the last period",
-logistic regression on the window's mean), because the study this redoes reported accuracies near
-the majority-class rate without saying so.
+standard deviation beside the baselines a careful analyst would run first: the training majority
+class, "same as the last period", and per feature set a logistic regression on the whole window with
+its C chosen by a time-ordered inner cross-validation. The networks are standardised, stopped early
+and tuned (width, weight decay) on the last training windows only (``analysis.supervised``); the
+table shows train beside test accuracy. The study this redoes reported accuracies near the
+majority-class rate without saying so.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.model_selection import TimeSeriesSplit
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch import nn
 
-from analysis.data import CorpusData
-from analysis.features import (
-    attribute_values,
-    fmt_mean_std,
-    mean_std,
-    positive_flags,
-    tfidf_features,
-    verdict,
+from analysis.data import CorpusData, drop_small_masks
+from analysis.features import attribute_values, positive_flags, tfidf_features
+from analysis.options import RULES, SEQUENCE_MODELS, TrendOptions, parse_list
+from analysis.options import TREND_FEATURES as FEATURE_SETS
+from analysis.options import TREND_PERIODS as PERIODS
+from analysis.report import Report, use_cjk_font
+from analysis.supervised import (
+    LSTMNet,
+    Row,
+    TransformerNet,
+    Verdict,
+    best,
+    class_proba,
+    judge,
+    logistic_cv,
+    one_hot,
+    predict_proba,
+    score,
+    tune_network,
 )
 from common.console import say as _say
 from common.errors import TuwenError
 
-PERIODS = ("auto", "day", "week", "month")
-RULES = ("any", "majority")
-FEATURE_SETS = ("image", "text", "both", "tfidf")
-SEQUENCE_MODELS = ("lstm", "transformer")
-BASELINES = ("majority class", "same as last period", "logistic regression (window mean)")
 METRICS = ("accuracy", "f1", "roc_auc")
+LOGISTIC = "logistic regression (window)"
 
 
 @dataclass
@@ -175,6 +191,8 @@ def feature_sets(
         available["image"] = period_means(data.image_vectors, data.image_mask, series.members)
     if data.has_texts:
         available["text"] = period_means(data.text_vectors, data.text_mask, series.members)
+    if data.has_masks:
+        available["mask"] = period_means(data.mask_vectors, data.mask_mask, series.members)
     if "image" in available and "text" in available:
         available["both"] = np.concatenate([available["image"], available["text"]], axis=1)
     if "tfidf" in wanted and any(c and c.strip() for c in data.captions):
@@ -186,6 +204,7 @@ def feature_sets(
         "text": "the corpus has no caption embeddings",
         "both": "needs both image and caption embeddings",
         "tfidf": "the corpus has no captions",
+        "mask": "the corpus has no mask embeddings (a `mask` column, then `tuwen corpus encode`)",
     }
     chosen = {}
     for name in wanted:
@@ -198,9 +217,6 @@ def feature_sets(
 
 def prepare(features: np.ndarray, *, n_train_periods: int, components: int) -> np.ndarray:
     """Standardise (and reduce to ``components`` principal axes) with statistics of the training periods."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
     train = features[:n_train_periods]
     scaler = StandardScaler().fit(train)
     out = scaler.transform(features)
@@ -211,283 +227,192 @@ def prepare(features: np.ndarray, *, n_train_periods: int, components: int) -> n
     return out.astype(np.float32)
 
 
-def scores(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+@dataclass(frozen=True)
+class Split:
+    """Target periods: training (``fit`` then ``val``, chronological, inside it) and test."""
 
-    pred = (prob >= 0.5).astype(int)
-    auc = roc_auc_score(y_true, prob) if len(set(y_true.tolist())) == 2 else float("nan")
-    return {
-        "accuracy": float(accuracy_score(y_true, pred)),
-        "f1": float(f1_score(y_true, pred, zero_division=0)),
-        "roc_auc": float(auc),
+    train: np.ndarray
+    test: np.ndarray
+    fit: np.ndarray
+    val: np.ndarray | None  # None when the training part is too short to carve one
+
+
+def inner_split(
+    train_t: np.ndarray, *, val_fraction: float, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The last ``val_fraction`` of the training targets validate (early stopping, the grid); every
+    window of the fit part ends before them. None when either part would be too small or one-class."""
+    n_val = max(2, int(round(val_fraction * len(train_t))))
+    fit, val = train_t[:-n_val], train_t[-n_val:]
+    if len(fit) < 2 or len(np.unique(labels[fit])) < 2:
+        return train_t, None
+    return fit, val
+
+
+def feature_free_rows(labels: np.ndarray, split: Split) -> list[Row]:
+    """The training majority class, and "same as the last period"."""
+    majority = int(labels[split.train].mean() >= 0.5)
+    rules = {
+        "majority class": lambda t: np.full(len(t), majority),
+        "same as last period": lambda t: labels[t - 1],
     }
-
-
-def baseline_probs(labels: np.ndarray, train_t: np.ndarray, test_t: np.ndarray) -> dict[str, np.ndarray]:
-    """The two baselines that need no features: training majority, and the previous period's label."""
-    majority = float(labels[train_t].mean() >= 0.5)
-    return {
-        BASELINES[0]: np.full(len(test_t), majority),
-        BASELINES[1]: labels[test_t - 1].astype(float),
-    }
-
-
-def logistic_window_mean(
-    x: np.ndarray, labels: np.ndarray, train_t: np.ndarray, test_t: np.ndarray, *, window: int
-) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-
-    mean_train = window_inputs(x, train_t, window=window).mean(axis=1)
-    mean_test = window_inputs(x, test_t, window=window).mean(axis=1)
-    model = LogisticRegression(C=1.0, max_iter=2000).fit(mean_train, labels[train_t])
-    return model.predict_proba(mean_test)[:, 1]
-
-
-def _sequence_net(kind: str, d_in: int, *, hidden: int, steps: int):
-    """A small LSTM or a one-layer Transformer encoder reading the window, one logit out."""
-    import torch
-    from torch import nn
-
-    class LSTMNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = nn.LSTM(d_in, hidden, batch_first=True)
-            self.head = nn.Linear(hidden, 1)
-
-        def forward(self, x):
-            out, _ = self.rnn(x)
-            return self.head(out[:, -1]).squeeze(-1)
-
-    class TransformerNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(d_in, hidden)
-            self.position = nn.Parameter(torch.zeros(1, steps, hidden))
-            layer = nn.TransformerEncoderLayer(
-                hidden, nhead=4, dim_feedforward=2 * hidden, dropout=0.1, batch_first=True
+    rows = []
+    for name, rule in rules.items():
+        test_p, train_p = one_hot(rule(split.test), 2), one_hot(rule(split.train), 2)
+        rows.append(
+            Row(
+                "—",
+                name,
+                "baseline",
+                [score(labels[split.test], test_p, METRICS)],
+                [score(labels[split.train], train_p, METRICS)],
+                test_p[:, 1],
             )
-            self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
-            self.head = nn.Linear(hidden, 1)
+        )
+    return rows
 
-        def forward(self, x):
-            h = self.encoder(self.embed(x) + self.position)
-            return self.head(h[:, -1]).squeeze(-1)
 
+def logistic_row(name: str, x: np.ndarray, labels: np.ndarray, split: Split, options: TrendOptions) -> Row:
+    """Logistic regression on the whole window (its periods side by side, so order counts), C chosen by
+    a time-ordered inner cross-validation over the training windows."""
+
+    def flat(targets: np.ndarray) -> np.ndarray:
+        return window_inputs(x, targets, window=options.window).reshape(len(targets), -1)
+
+    x_train, y_train = flat(split.train), labels[split.train]
+    inner = TimeSeriesSplit(n_splits=max(2, min(options.inner_folds, len(y_train) // 4)))
+    model, c = logistic_cv(x_train, y_train, cs=options.cs, splits=list(inner.split(x_train)))
+    test_p, train_p = class_proba(model, flat(split.test), 2), class_proba(model, x_train, 2)
+    return Row(
+        name,
+        LOGISTIC,
+        "baseline",
+        [score(labels[split.test], test_p, METRICS)],
+        [score(y_train, train_p, METRICS)],
+        test_p[:, 1],
+        extra={"C": c},
+    )
+
+
+def sequence_net(kind: str, width: int, *, d_in: int, steps: int) -> nn.Module:
+    """A fresh LSTM or Transformer of ``width`` reading ``steps`` periods of ``d_in`` features."""
     if kind == "lstm":
-        return LSTMNet()
-    if kind == "transformer":
-        return TransformerNet()
-    raise TuwenError(f"--models: unknown model {kind!r} (use {', '.join(SEQUENCE_MODELS)})")
+        return LSTMNet(d_in, 2, width)
+    return TransformerNet(d_in, 2, width, steps)
 
 
-def train_sequence_model(
-    *,
+def network_row(
+    name: str,
     kind: str,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    seed: int,
-    epochs: int = 200,
-    hidden: int = 32,
-) -> np.ndarray:
-    """Train on full batches (the series are short) and return test probabilities."""
-    import torch
+    x: np.ndarray,
+    labels: np.ndarray,
+    split: Split,
+    *,
+    options: TrendOptions,
+    seeds: range,
+) -> Row:
+    """Width and weight decay chosen on the validation windows with the first seed; every seed then
+    trained with them, each stopped early on the same validation windows."""
 
-    from common.runtime import torch_threads
+    def windows(targets: np.ndarray) -> tuple[np.ndarray]:
+        return (window_inputs(x, targets, window=options.window),)
 
-    with torch_threads(1), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = _sequence_net(kind, x_train.shape[2], hidden=hidden, steps=x_train.shape[1])
-        optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
-        xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        net.train()
-        for _ in range(epochs):
-            optimiser.zero_grad()
-            loss_fn(net(xt), yt).backward()
-            optimiser.step()
-        net.eval()
-        with torch.no_grad():
-            return torch.sigmoid(net(torch.from_numpy(x_test))).numpy().astype(float)
-
-
-@dataclass
-class Result:
-    features: str  # "—" for the feature-free baselines
-    model: str
-    baseline: bool
-    runs: list[dict[str, float]]  # one score dict per seed (one for deterministic models)
-    probs: np.ndarray  # test probabilities, mean over seeds
-    unavailable: str = ""
-
-    def summary(self, metric: str) -> tuple[float, float]:
-        return mean_std([r[metric] for r in self.runs])
-
-    def row(self) -> dict[str, str]:
-        row = {
-            "features": self.features,
-            "model": self.model,
-            "kind": "baseline" if self.baseline else "model",
-        }
-        for metric in METRICS:
-            row[metric] = (
-                f"unavailable: {self.unavailable}"
-                if self.unavailable
-                else fmt_mean_std(*self.summary(metric))
-            )
-        row["runs"] = str(len(self.runs))
-        return row
+    make = partial(sequence_net, kind, d_in=x.shape[1], steps=options.window - 1)
+    fit = (windows(split.fit), labels[split.fit])
+    val = None if split.val is None else (windows(split.val), labels[split.val])
+    first = tune_network(make, fit, val, options=options, seed=seeds[0])
+    chosen = [(first.width, first.weight_decay)]
+    runs = [first] + [tune_network(make, fit, val, options=options, seed=s, grid=chosen) for s in seeds[1:]]
+    test_probs = [predict_proba(f.net, windows(split.test)) for f in runs]
+    return Row(
+        name,
+        kind,
+        "model",
+        test=[score(labels[split.test], p, METRICS) for p in test_probs],
+        train=[score(fit[1], predict_proba(f.net, fit[0]), METRICS) for f in runs],
+        probs=np.mean(test_probs, axis=0)[:, 1],
+        extra={"width": first.width, "weight_decay": first.weight_decay, "epochs": [f.epochs for f in runs]},
+    )
 
 
 def evaluate(
     *,
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    window: int,
-    train_t: np.ndarray,
-    test_t: np.ndarray,
-    models: Sequence[str],
-    seeds: Sequence[int],
-    epochs: int,
-    components: int,
+    split: Split,
+    options: TrendOptions,
     say: Callable[[str], None] = _say,
-) -> list[Result]:
-    """Baselines first (feature-free, then logistic regression per feature set), then every model."""
-    y_train, y_test = labels[train_t], labels[test_t]
-    n_train_periods = int(train_t[-1]) + 1
-    results = [
-        Result("—", name, True, [scores(y_test, prob)], prob)
-        for name, prob in baseline_probs(labels, train_t, test_t).items()
-    ]
+) -> list[Row]:
+    """Baselines first (feature-free, then logistic regression per feature set), then every network."""
+    n_train_periods = int(split.train[-1]) + 1
     prepared = {
-        name: prepare(matrix, n_train_periods=n_train_periods, components=components)
+        name: prepare(matrix, n_train_periods=n_train_periods, components=options.components)
         for name, matrix in features.items()
     }
+    rows = feature_free_rows(labels, split)
+    rows += [logistic_row(name, x, labels, split, options) for name, x in prepared.items()]
+    seeds = range(options.seed, options.seed + options.seeds)
     for name, x in prepared.items():
-        prob = logistic_window_mean(x, labels, train_t, test_t, window=window)
-        results.append(Result(name, BASELINES[2], True, [scores(y_test, prob)], prob))
-    for name, x in prepared.items():
-        x_train = window_inputs(x, train_t, window=window)
-        x_test = window_inputs(x, test_t, window=window)
-        for kind in models:
+        for kind in parse_list(options.models, allowed=SEQUENCE_MODELS, option="--models"):
             say(f"trend: {kind} on {name} features, {len(seeds)} seeds")
-            probs = [
-                train_sequence_model(
-                    kind=kind, x_train=x_train, y_train=y_train, x_test=x_test, seed=seed, epochs=epochs
-                )
-                for seed in seeds
-            ]
-            runs = [scores(y_test, p) for p in probs]
-            results.append(Result(name, kind, False, runs, np.mean(probs, axis=0)))
-    return results
+            rows.append(network_row(name, kind, x, labels, split, options=options, seeds=seeds))
+    return rows
 
 
-def best_of(results: Sequence[Result], *, baseline: bool, metric: str = "accuracy") -> Result | None:
-    pool = [r for r in results if r.baseline == baseline and not r.unavailable]
-    return max(pool, key=lambda r: r.summary(metric)[0], default=None)
-
-
-def honest_sentence(results: Sequence[Result], *, metric: str = "accuracy", spread_name: str = "seed") -> str:
-    model, baseline = (
-        best_of(results, baseline=False, metric=metric),
-        best_of(results, baseline=True, metric=metric),
+def judge_trend(rows: Sequence[Row], labels: np.ndarray, split: Split) -> Verdict:
+    """Chance is what always answering the test periods' more frequent label scores."""
+    share = float(labels[split.test].mean())
+    return judge(
+        rows,
+        metric="accuracy",
+        chance=max(share, 1 - share),
+        n_eval=len(split.test),
+        spread_name="seed",
+        model_kinds=("model",),
     )
-    if model is None or baseline is None:
-        return "No model was trained, so there is nothing to compare with the baselines."
-
-    def entry(r: Result) -> dict:
-        mean, std = r.summary(metric)
-        return {
-            "name": f"{r.model} on {r.features}" if r.features != "—" else r.model,
-            "mean": mean,
-            "std": std,
-        }
-
-    return verdict(
-        best_model=entry(model), best_baseline=entry(baseline), metric=metric, spread_name=spread_name
-    )
-
-
-def _parse_list(value: str | Sequence[str], *, allowed: Sequence[str], option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    items = [v for v in items if v]
-    unknown = [v for v in items if v not in allowed]
-    if unknown or not items:
-        raise TuwenError(f"{option}: unknown {', '.join(unknown) or 'empty list'} (use {', '.join(allowed)})")
-    return list(dict.fromkeys(items))
 
 
 def run_trend(
-    *,
-    data: CorpusData,
-    label: str,
-    out: str | Path,
-    period: str = "auto",
-    threshold: float | None = None,
-    rule: str = "majority",
-    window: int = 10,
-    test_fraction: float = 0.2,
-    features: str | Sequence[str] = FEATURE_SETS,
-    models: str | Sequence[str] = SEQUENCE_MODELS,
-    seeds: int = 5,
-    first_seed: int = 0,
-    epochs: int = 100,
-    components: int = 16,
-    say: Callable[[str], None] = _say,
+    data: CorpusData, options: TrendOptions, *, out: str | Path, say: Callable[[str], None] = _say
 ) -> dict:
     """Build the series, train and score every model beside the baselines, write the report."""
-    used = dict(label=label, period=period, threshold=threshold, rule=rule, window=window)
-    used.update(test_fraction=test_fraction, seeds=seeds, first_seed=first_seed, epochs=epochs)
-    used.update(components=components)
-    wanted = _parse_list(features, allowed=FEATURE_SETS, option="--features")
-    kinds = _parse_list(models, allowed=SEQUENCE_MODELS, option="--models")
-    if seeds < 1:
-        raise TuwenError(f"--seeds must be at least 1, not {seeds}")
-    series, (train_t, test_t) = _series_and_split(data, used)
-    chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(train_t[-1]) + 1)
-    say(f"trend: {len(series)} periods, {len(train_t)} training and {len(test_t)} test windows of {window}")
-    from threadpoolctl import threadpool_limits
-
+    options.check()
+    wanted = parse_list(options.features, allowed=FEATURE_SETS, option="--features")
+    kinds = parse_list(options.models, allowed=SEQUENCE_MODELS, option="--models")
+    data, note = drop_small_masks(data, options.min_mask_area)
+    series, split = _series_and_split(data, options)
+    series.notes += [note] if note else []
+    chosen, missing = feature_sets(data, series, wanted=wanted, n_train_periods=int(split.train[-1]) + 1)
+    say(
+        f"trend: {len(series)} periods, {len(split.train)} training and {len(split.test)} test windows "
+        f"of {options.window}"
+    )
     with threadpool_limits(limits=1):  # small fits: one BLAS thread is several times faster on shared cores
-        results = evaluate(
-            features=chosen,
-            labels=series.labels,
-            window=window,
-            train_t=train_t,
-            test_t=test_t,
-            models=kinds,
-            seeds=range(first_seed, first_seed + seeds),
-            epochs=epochs,
-            components=components,
-            say=say,
-        )
+        rows = evaluate(features=chosen, labels=series.labels, split=split, options=options, say=say)
     for name, reason in missing.items():
-        results += [Result(name, kind, False, [], np.zeros(0), unavailable=reason) for kind in kinds]
+        rows += [Row(name, LOGISTIC, "baseline", unavailable=reason)]
+        rows += [Row(name, kind, "model", unavailable=reason) for kind in kinds]
+    rows.sort(key=lambda r: r.kind != "baseline")  # stable: baselines first, in their order
     return write_report(
-        out=out,
-        data=data,
-        series=series,
-        results=results,
-        missing=missing,
-        split=(train_t, test_t),
-        settings_used=used,
+        out=out, data=data, series=series, rows=rows, missing=missing, split=split, options=options
     )
 
 
-def _series_and_split(data: CorpusData, used: dict) -> tuple[Series, tuple[np.ndarray, np.ndarray]]:
+def _series_and_split(data: CorpusData, options: TrendOptions) -> tuple[Series, Split]:
     """The labelled periods and the split, refusing a training part with one class."""
     series = build_series(
-        data, label=used["label"], period=used["period"], threshold=used["threshold"], rule=used["rule"]
+        data, label=options.label, period=options.period, threshold=options.threshold, rule=options.rule
     )
     train_t, test_t = chronological_split(
-        n_periods=len(series), window=used["window"], test_fraction=used["test_fraction"]
+        n_periods=len(series), window=options.window, test_fraction=options.test_fraction
     )
     if len(set(series.labels[train_t].tolist())) < 2:
         raise TuwenError(
-            f"label {used['label']!r} is {int(series.labels[train_t][0])} in every training period under "
-            f"--rule {used['rule']}: one class, nothing to learn (try another --rule or --threshold)"
+            f"label {options.label!r} is {int(series.labels[train_t][0])} in every training period under "
+            f"--rule {options.rule}: one class, nothing to learn (try another --rule or --threshold)"
         )
-    return series, (train_t, test_t)
+    fit, val = inner_split(train_t, val_fraction=options.val_fraction, labels=series.labels)
+    return series, Split(train_t, test_t, fit, val)
 
 
 def write_report(
@@ -495,101 +420,86 @@ def write_report(
     out: str | Path,
     data: CorpusData,
     series: Series,
-    results: list[Result],
+    rows: list[Row],
     missing: dict[str, str],
-    split: tuple[np.ndarray, np.ndarray],
-    settings_used: dict,
+    split: Split,
+    options: TrendOptions,
 ) -> dict:
-    from analysis.report import Report
-
-    train_t, test_t = split
-    label = settings_used["label"]
+    label = options.label
     report = Report(out, kind="trend", title=f"Trend of {label!r} in {data.name}")
-    test_rate = float(series.labels[test_t].mean())
+    test_rate = float(series.labels[split.test].mean())
+    val = "none (too few training windows)" if split.val is None else f"the last {len(split.val)}"
     report.note(
         "Series",
         f"{len(series)} periods ({series.keys[0]} … {series.keys[-1]}); label = share of items with a "
-        f"positive {label!r} under --rule {settings_used['rule']}; {len(train_t)} training windows "
-        f"(periods {series.keys[0]}…{series.keys[int(train_t[-1])]}), {len(test_t)} test windows "
-        f"(targets {series.keys[int(test_t[0])]}…{series.keys[-1]}). Positive share of the test targets: "
+        f"positive {label!r} under --rule {options.rule}; {len(split.train)} training windows "
+        f"(periods {series.keys[0]}…{series.keys[int(split.train[-1])]}), {len(split.test)} test windows "
+        f"(targets {series.keys[int(split.test[0])]}…{series.keys[-1]}). Positive share of the test targets: "
         f"{test_rate:.3f}, so always answering the majority scores {max(test_rate, 1 - test_rate):.3f}. "
+        f"Validation windows (early stopping, width and weight decay): {val} training windows. "
         + " ".join(series.notes),
     )
     for name, reason in missing.items():
         report.note(f"{name} features left out", f"The {name} rows are marked unavailable: {reason}.")
-    rows = [r.row() for r in results]
-    report.table("results", rows, title="Test scores (mean ± std over seeds)", caption="Baselines first.")
-    sentence = honest_sentence(results)
-    report.note("Verdict", sentence)
+    table = [r.cells(METRICS, "runs") for r in rows]
+    report.table(
+        "results",
+        table,
+        title="Scores (mean ± std over seeds)",
+        caption="Baselines first. Train accuracy is on the windows each model was fitted on; the rest on "
+        "the test windows.",
+    )
+    verdict = judge_trend(rows, series.labels, split)
+    report.note("Verdict", str(verdict))
     report.figure(
         "test_period",
-        _test_figure(series, results, test_t),
+        _test_figure(series, rows, split.test),
         title="The test period",
         caption="True labels (dots) against the predicted probability of the best model and baseline.",
     )
-    payload = _payload(
-        data=data, series=series, results=results, missing=missing, split=split, settings_used=settings_used
-    )
-    payload["verdict"] = sentence
+    payload = _payload(data=data, series=series, rows=rows, missing=missing, split=split, options=options)
+    payload["verdict"] = verdict.to_json()
     path = report.finish(payload)
-    return {"report": path, "out": report.out, "table": rows, "verdict": sentence, "results": results}
+    return {"report": path, "out": report.out, "table": table, "verdict": verdict, "results": rows}
 
 
 def _payload(
     *,
     data: CorpusData,
     series: Series,
-    results: Sequence[Result],
+    rows: Sequence[Row],
     missing: dict[str, str],
-    split: tuple[np.ndarray, np.ndarray],
-    settings_used: dict,
+    split: Split,
+    options: TrendOptions,
 ) -> dict:
     """What ``report.json`` holds besides the parts: settings, split, every run's scores."""
-    train_t, test_t = split
-    test_rate = float(series.labels[test_t].mean())
     return {
         "corpus": data.name,
         "model_id": data.model_id,
-        "settings": settings_used,
+        "settings": asdict(options),
         "periods": len(series),
-        "train_targets": [series.keys[int(t)] for t in train_t],
-        "test_targets": [series.keys[int(t)] for t in test_t],
-        "test_positive_share": test_rate,
+        "train_targets": [series.keys[int(t)] for t in split.train],
+        "validation_targets": [] if split.val is None else [series.keys[int(t)] for t in split.val],
+        "test_targets": [series.keys[int(t)] for t in split.test],
+        "test_positive_share": float(series.labels[split.test].mean()),
         "unavailable": missing,
-        "results": [
-            {
-                "features": r.features,
-                "model": r.model,
-                "baseline": r.baseline,
-                "unavailable": r.unavailable or None,
-                **{
-                    m: dict(zip(("mean", "std"), r.summary(m), strict=True))
-                    for m in METRICS
-                    if not r.unavailable
-                },
-                "runs": r.runs,
-            }
-            for r in results
-        ],
+        "results": [r.to_json(METRICS) for r in rows],
     }
 
 
-def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from analysis.report import use_cjk_font
-
+def _test_figure(series: Series, rows: Sequence[Row], test_t: np.ndarray):
     use_cjk_font()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     x = np.arange(len(test_t))
     ax.scatter(x, series.labels[test_t], s=14, color="black", label="true label", zorder=3)
-    for result, style in ((best_of(results, baseline=True), "--"), (best_of(results, baseline=False), "-")):
-        if result is not None:
-            name = result.model if result.features == "—" else f"{result.model} ({result.features})"
-            ax.plot(x, result.probs, style, label=name)
+    for row, style in ((best(rows, ("baseline",)), "--"), (best(rows, ("model",)), "-")):
+        if row is not None:
+            ax.plot(
+                x,
+                row.probs,
+                style,
+                label=row.model if row.features == "—" else f"{row.model} ({row.features})",
+            )
     ax.axhline(0.5, color="grey", lw=0.6)
     step = max(1, len(x) // 10)
     ax.set_xticks(x[::step], [series.keys[int(t)] for t in test_t[::step]], rotation=30, fontsize=8)
@@ -597,55 +507,3 @@ def _test_figure(series: Series, results: Sequence[Result], test_t: np.ndarray):
     ax.set_ylabel("P(label = 1)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3, frameon=False)
     return fig
-
-
-def add_parser(studies, *, common) -> argparse.ArgumentParser:
-    """``tuwen analyze trend NAME --label FIELD`` (NAME, --out, --seed, --home from ``study_parser``)."""
-    from analysis.cli import study_parser
-
-    p = study_parser(
-        studies,
-        "trend",
-        help="predict a period's label from the previous periods",
-        common=common,
-        handler=_command,
-    )
-    p.add_argument("--label", required=True, help="attribute: 0/1, boolean, or numeric with --threshold")
-    p.add_argument(
-        "--period", choices=PERIODS, default="auto", help="auto: integer times as is, dates by day"
-    )
-    p.add_argument("--threshold", type=float, default=None, help="numeric label: positive when above this")
-    p.add_argument(
-        "--rule", choices=RULES, default="majority", help="period positive when any / most items are"
-    )
-    p.add_argument("--window", type=int, default=10, help="periods per window, the last one being predicted")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="last share of the periods held out")
-    p.add_argument("--features", default=",".join(FEATURE_SETS), help="comma list of image,text,both,tfidf")
-    p.add_argument("--models", default=",".join(SEQUENCE_MODELS), help="comma list of lstm,transformer")
-    p.add_argument("--seeds", type=int, default=5, help="training runs per model (seeds --seed, --seed+1, …)")
-    p.add_argument("--epochs", type=int, default=100, help="full-batch training epochs per run")
-    p.add_argument("--components", type=int, default=16, help="principal axes kept per feature set (0: all)")
-    return p
-
-
-def _command(args) -> int:
-    from analysis.cli import finished, study_inputs
-
-    out, data = study_inputs(args, f"trend-{args.label}")
-    result = run_trend(
-        data=data,
-        label=args.label,
-        out=out,
-        period=args.period,
-        threshold=args.threshold,
-        rule=args.rule,
-        window=args.window,
-        test_fraction=args.test_fraction,
-        features=args.features,
-        models=args.models,
-        seeds=args.seeds,
-        first_seed=args.seed,
-        epochs=args.epochs,
-        components=args.components,
-    )
-    return finished(result["report"], table=result["table"], verdict=result["verdict"])

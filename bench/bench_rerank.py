@@ -30,6 +30,7 @@ from indexer import rerank
 from indexer.ingest import ingest
 from training.rerank_eval import format_table, rerank_table
 from training.train import train
+from tuwen.demo.corpus import generate_demo_corpus
 
 METHODS = list(rerank.METHODS)
 

@@ -58,3 +58,75 @@ def planted_corpus(
         model_id="synthetic",
     )
     return data, garments
+
+
+LABEL_WORDS = ["新款", "限量", "爆款"]
+FILLER = ["红色", "蓝色", "绿色", "黑色", "白色", "连衣裙", "衬衫", "裤子", "半身裙", "帽子", "今日", "穿搭"]
+FILLER += ["分享", "日常", "通勤", "周末", "约会", "显瘦", "百搭", "春天", "夏天", "秋天"]
+
+
+def labelled_corpus(*, n: int = 300, dim: int = 32, seed: int = 0) -> CorpusData:
+    """Items with three 0/1 labels for the supervised studies, each with a known answer:
+
+    - ``words``: 1 exactly when the caption holds one of ``LABEL_WORDS`` (a linear function of its words);
+    - ``bright``: 1 exactly when an image property (a scalar the image vector carries along one
+      direction, above the noise) is positive;
+    - ``noise``: a coin flip, independent of everything.
+    The caption vectors are noise (no model encodes the captions here)."""
+    rng = np.random.default_rng(seed)
+    words = rng.random(n) < 0.5
+    captions = []
+    for has in words:
+        tokens = list(rng.choice(FILLER, size=int(rng.integers(3, 6)), replace=False))
+        if has:
+            tokens.insert(int(rng.integers(len(tokens) + 1)), str(rng.choice(LABEL_WORDS)))
+        captions.append(" ".join(tokens))
+    brightness = rng.normal(size=n)
+    direction = _unit(rng.normal(size=(1, dim)))[0]
+    image = _unit(rng.normal(size=(n, dim)) / np.sqrt(dim) + 2.0 * brightness[:, None] * direction)
+    return CorpusData(
+        name="labelled",
+        ids=[f"l{i:04d}" for i in range(n)],
+        captions=captions,
+        image_paths=[None] * n,
+        times=[None] * n,
+        attributes={
+            "words": [int(w) for w in words],
+            "bright": [int(b > 0) for b in brightness],
+            "noise": [int(x) for x in rng.integers(0, 2, size=n)],
+        },
+        image_vectors=image,
+        image_mask=np.ones(n, dtype=bool),
+        text_vectors=_unit(rng.normal(size=(n, dim))),
+        text_mask=np.ones(n, dtype=bool),
+        model_id="synthetic",
+    )
+
+
+def labelled_series(*, periods: int = 200, per: int = 4, dim: int = 16, seed: int = 0) -> CorpusData:
+    """Items over integer days. ``next``: a day is 1 exactly when the previous day's captions hold
+    ``LABEL_WORDS[0]`` (a deterministic function of words, one period back); ``noise``: a coin flip per
+    day. The caption vectors are noise."""
+    rng = np.random.default_rng(seed)
+    flag = rng.random(periods) < 0.5
+    coin = rng.integers(0, 2, size=periods)
+    n = periods * per
+    days = [d for d in range(periods) for _ in range(per)]
+    captions = [
+        " ".join(list(rng.choice(FILLER, size=3, replace=False)) + ([LABEL_WORDS[0]] if flag[d] else []))
+        for d in days
+    ]
+    return CorpusData(
+        name="series",
+        ids=[f"s{i:05d}" for i in range(n)],
+        captions=captions,
+        image_paths=[None] * n,
+        times=days,
+        attributes={
+            "next": [int(flag[d - 1]) if d else 0 for d in days],
+            "noise": [int(coin[d]) for d in days],
+        },
+        text_vectors=_unit(rng.normal(size=(n, dim))),
+        text_mask=np.ones(n, dtype=bool),
+        model_id="synthetic",
+    )

@@ -13,6 +13,7 @@ from PIL import Image
 
 from analysis.alignment import alignment_numbers, run_alignment
 from analysis.data import CorpusData
+from analysis.options import AlignmentOptions
 from common.errors import TuwenError
 from indexer.metrics import metrics, rank
 
@@ -52,7 +53,7 @@ def paired_corpus(tmp_path, *, n: int = 40, noise: float = 0.3, shuffle: bool = 
 
 def test_report_of_aligned_pairs(tmp_path):
     data = paired_corpus(tmp_path)
-    path = run_alignment(data, out=tmp_path / "report", n=6, gallery=2, seed=1)
+    path = run_alignment(data, AlignmentOptions(n=6, gallery=2, seed=1), out=tmp_path / "report")
     report = json.loads(path.read_text(encoding="utf-8"))
     assert report["pairs"] == 40
     assert report["recall"]["t2i"]["r1"] >= 90 and report["recall"]["i2t"]["r1"] >= 90
@@ -73,7 +74,9 @@ def test_recall_is_tuwen_evals_metric_and_falls_to_chance_when_unaligned(tmp_pat
     assert numbers["recall"] == expected
     assert numbers["recall"]["t2i"]["r5"] < 25  # chance is 5 / 60 = 8.3 %
     assert numbers["chance_r5"]["t2i"] == pytest.approx(100 * 5 / 60)
-    run_alignment(data, out=tmp_path / "english", n=4, gallery=1)  # English captions draw too
+    run_alignment(
+        data, AlignmentOptions(n=4, gallery=1), out=tmp_path / "english"
+    )  # English captions draw too
     assert (tmp_path / "english" / "index.html").is_file()
 
 

@@ -14,6 +14,8 @@ from analysis.alignment import run_alignment
 from analysis.clusters import ClusterOptions
 from analysis.clusters_report import run_clusters
 from analysis.data import CorpusData
+from analysis.options import AlignmentOptions
+from tuwen.cli import main
 from tuwen.demo.posts import RISING, generate_demo_posts
 
 pytestmark = pytest.mark.slow
@@ -74,7 +76,7 @@ def test_caption_clusters_find_the_garments_and_the_rising_one(encoded, tmp_path
 
 
 def test_alignment_report_of_the_posts(encoded, tmp_path):
-    path = run_alignment(encoded, out=tmp_path, n=6, gallery=2)
+    path = run_alignment(encoded, AlignmentOptions(n=6, gallery=2), out=tmp_path)
     report = json.loads(path.read_text(encoding="utf-8"))
     assert report["pairs"] == 240
     assert set(report["recall"]) == {"t2i", "i2t"}
@@ -83,8 +85,6 @@ def test_alignment_report_of_the_posts(encoded, tmp_path):
 
 
 def test_through_the_store_with_the_cli(posts, tmp_path, capsys, one_thread):
-    from tuwen.cli import main
-
     root, _ = posts
     home = str(tmp_path / "home")
     assert main(["corpus", "add", "posts", str(root / "posts.jsonl"), "--home", home]) == 0

@@ -212,8 +212,9 @@ def test_a_bad_manifest_is_refused_clearly(tmp_path, content, message):
 
 
 def _plain(settings, batch_size: int) -> dict[str, tuple[list[str], np.ndarray]]:
-    """What each set should hold: the store's rows encoded directly with ``Encoder``."""
-    encoder = Encoder(create_model_and_transforms("tiny", device="cpu"))
+    """What each set should hold: the store's rows encoded directly with ``Encoder`` (PyTorch, fp32,
+    as the pipeline under test is pinned: backends and precisions are compared in test_backends)."""
+    encoder = Encoder(create_model_and_transforms("tiny", device="cpu"), precision="fp32", backend="torch")
     recs = _store_records(settings)
     out = {}
     for name in (store.TEXT_CANDIDATES, store.TEXT_QUERIES):
@@ -242,7 +243,14 @@ def test_index_corpus_matches_encoding_the_sets_directly(ingested, one_thread):
         run_local(sets, mapper, writer, say)
 
     final = index_corpus(
-        settings=ingested, model="tiny", batch_size=16, workers=0, progress=False, runner=counting_runner
+        settings=ingested,
+        model="tiny",
+        precision="fp32",
+        backend="torch",
+        batch_size=16,
+        workers=0,
+        progress=False,
+        runner=counting_runner,
     )
     loaded = index_files.load_generation(final)
     expected = _plain(ingested, batch_size=16)

@@ -95,8 +95,8 @@ def assert_exact_top(settings: Settings, vector: np.ndarray, candidates: str, go
         )
 
 
-def encoder_for(spec: str) -> Encoder:
-    return Encoder(create_model_and_transforms(spec, device="cpu"))
+def encoder_for(spec: str, *, precision: str = "auto") -> Encoder:
+    return Encoder(create_model_and_transforms(spec, device="cpu"), precision=precision)
 
 
 def image_vector(encoder: Encoder, data: bytes) -> np.ndarray:

@@ -19,6 +19,7 @@ from analysis.classify import run_classify
 from analysis.clusters import ClusterOptions
 from analysis.clusters_report import run_clusters
 from analysis.load import load_corpus_data, report_dir
+from analysis.options import ClassifyOptions, TrendOptions
 from analysis.report import markdown_table
 from analysis.trend import run_trend
 from app.cli import serve as serve_app
@@ -141,21 +142,20 @@ def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None
     for kind, file in files.items():
         _add_and_encode(settings=settings, file=file, model=model, say=say, name=f"demo-{kind}")
     trend = run_trend(
-        data=load.load_corpus_data(settings=settings, name="demo-trend"),
-        label="hot",
+        load.load_corpus_data(settings=settings, name="demo-trend"),
+        TrendOptions(label="hot"),
         out=load.report_dir(settings=settings, study="trend-hot", name="demo-trend", out=None),
         say=say,
     )
     classify = run_classify(
-        data=load.load_corpus_data(settings=settings, name="demo-fusion"),
-        label="bestseller",
+        load.load_corpus_data(settings=settings, name="demo-fusion"),
+        ClassifyOptions(label="bestseller", fusion=("early", "late", "attention")),
         out=load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None),
-        fusion="early,late,attention",
         say=say,
     )
-    for title, result, verdicts in (
-        ("analyze trend demo-trend --label hot", trend, [trend["verdict"]]),
-        ("analyze classify demo-fusion --label bestseller", classify, classify["verdict"]),
+    for title, result in (
+        ("analyze trend demo-trend --label hot", trend),
+        ("analyze classify demo-fusion --label bestseller", classify),
     ):
-        print(f"\n{title}\n\n{markdown_table(result['table'])}\n" + "\n".join(verdicts), flush=True)
+        print(f"\n{title}\n\n{markdown_table(result['table'])}\n{result['verdict']}", flush=True)
     return {"trend": trend["report"], "classify": classify["report"]}

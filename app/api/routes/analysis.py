@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from app.api.deps import SettingsDep, require_search_key
 from app.schemas import ErrorOut
+from common.reports import INDEX_HTML, is_report, report_json, reports_dir
 from common.settings import Settings
 
 ANALYSIS_PREFIX = "/analysis"
@@ -33,7 +34,7 @@ class ReportOut(BaseModel):
 
 
 def analysis_dir(settings: Settings) -> Path:
-    return settings.home_dir / "analysis"
+    return reports_dir(settings.home_dir)
 
 
 class ReportFiles(StaticFiles):
@@ -51,12 +52,11 @@ class ReportFiles(StaticFiles):
 def list_reports(root: Path) -> list[ReportOut]:
     """Folders under ``root`` holding a readable ``report.json`` and an ``index.html``, newest first."""
     found = []
-    for path in sorted(root.glob("*/report.json")) if root.is_dir() else []:
-        folder = path.parent
-        if not (folder / "index.html").is_file() or folder.is_symlink():
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not is_report(folder):
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(report_json(folder).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # half-written or foreign: not a report yet
         if not isinstance(data, dict):
@@ -68,7 +68,7 @@ def list_reports(root: Path) -> list[ReportOut]:
                 title=str(data.get("title", folder.name)),
                 corpus=None if data.get("corpus") is None else str(data["corpus"]),
                 created=None if data.get("created") is None else str(data["created"]),
-                url=f"{ANALYSIS_PREFIX}/{folder.name}/index.html",
+                url=f"{ANALYSIS_PREFIX}/{folder.name}/{INDEX_HTML}",
             )
         )
     return sorted(found, key=lambda r: (r.created or "", r.folder), reverse=True)

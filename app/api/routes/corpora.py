@@ -48,6 +48,7 @@ router = APIRouter(prefix="/api/corpora", tags=["corpora"], dependencies=[Depend
 ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 409, 413, 503)} | {
     422: {"model": SearchInputError}
 }
+BAD_BODY = {400: {"model": ErrorOut, "description": "the body is not valid JSON / multipart form data"}}
 Image.init()  # fills Image.MIME from every format plugin
 
 
@@ -93,7 +94,7 @@ async def _text_vector(request: Request, queries: QueryEncoder, query: str):
     return vector
 
 
-@router.post("/{name}/search", response_model=CorpusSearchOut, responses=ERRORS)
+@router.post("/{name}/search", response_model=CorpusSearchOut, responses=ERRORS | BAD_BODY)
 async def search(
     request: Request, corpus: CorpusDep, body: CorpusSearchIn, settings: SettingsDep
 ) -> CorpusSearchOut:
@@ -129,7 +130,7 @@ def _where_form(where: str | None, corpus: ServedCorpus) -> dict | None:
 @router.post(
     "/{name}/search/image",
     response_model=CorpusSearchOut,
-    responses=ERRORS | {400: {"model": ErrorOut, "description": "the body is not valid multipart form data"}},
+    responses=ERRORS | BAD_BODY,
 )
 async def search_image(
     request: Request,
