@@ -42,6 +42,7 @@ from indexer.collection.columns import Columns
 from indexer.collection.search import Delta
 from indexer.corpus import BUILTIN, Attribute, corpus_dir
 from indexer.corpus.changes import (
+    API,
     DELETE,
     PUT,
     ItemData,
@@ -49,6 +50,7 @@ from indexer.corpus.changes import (
     check_time_kind,
     delete_items,
     field_kinds,
+    foreign_changes_after,
     last_seq,
     lock_changes,
     merge_fields,
@@ -129,7 +131,13 @@ class Deltas:
             kept = {i: e for i, e in self.entries.get(served.corpus, {}).items() if e.seq > base}
             self.cursor[served.corpus] = max(self.cursor.get(served.corpus, 0), base)
         served.attach(build_deltas(served, kept))
-        served.follows_changes = True  # complete with its delta: not stale for the catalog
+        served.delta_complete = lambda engine: self.complete(engine, served)  # read by the catalog
+
+    def complete(self, engine: Engine, served: ServedCorpus) -> bool:
+        """True when base + delta hold every change of the corpus: none came from the command line
+        since the base (those wait for ``corpus encode``, and the catalog says the corpus is stale)."""
+        with store.transaction(engine) as session:
+            return foreign_changes_after(session, served.corpus, self.base_seq(served) or 0) == 0
 
     def on_loaded(self, served: ServedCorpus) -> None:
         """A new generation, before it goes live: only the changes it did not fold in stay."""
@@ -160,15 +168,21 @@ class Deltas:
                 .order_by(C.seq)
                 .limit(1000)
             ).all()
-            puts = [json.loads(d) for _, _, op, d in rows if op == PUT]
+            puts = [json.loads(d) for _, _, op, d in rows if op == PUT and _from_api(d)]
             saved = {kind: _saved(session, served, kind, puts) for kind in ("image", "text")}
         for seq, item_id, op, data in rows:
+            if not _from_api(data):
+                continue  # a command-line change: the corpus is stale until `corpus encode`
             entry = Entry(seq, op) if op == DELETE else _entry(served, seq, json.loads(data), saved)
             self.record(served.corpus, item_id, entry)
         if rows:
             with self.lock:
                 self.cursor[served.corpus] = max(self.cursor.get(served.corpus, 0), rows[-1][0])
         return bool(rows)
+
+
+def _from_api(data: str | None) -> bool:
+    return data is not None and json.loads(data).get("source") == API
 
 
 def _saved(session: store.Session, served: ServedCorpus, kind: str, puts: list[dict]) -> dict:
@@ -291,7 +305,7 @@ def _item(req: PutRequest, image: tuple[str, Path] | None) -> tuple[ItemData, di
     caption = (req.caption or "").strip() or None
     item = ItemData(
         item_id=req.item_id,
-        source="api",
+        source=API,
         caption=caption,
         image_path=str(image[1]) if image else None,
         image_status=store.STATUS_OK if image else None,
@@ -393,7 +407,7 @@ def delete_item(engine: Engine, deltas: Deltas, corpus: str, item_id: str) -> di
         lock_changes(session)
         if session.get(store.CorpusRecord, corpus) is None or corpus in BUILTIN:
             raise WriteError(404, f"unknown corpus {corpus!r}")
-        removed, _ = delete_items(session, corpus, [item_id])
+        removed, _ = delete_items(session, corpus, [item_id], source=API)
         if not removed:
             raise WriteError(404, f"corpus {corpus} has no item {item_id[:100]!r}")
         seq = last_seq(session, corpus)

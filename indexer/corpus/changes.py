@@ -73,6 +73,7 @@ class ItemData:
             "caption_sha256": self.caption_sha256,
             "time": self.time.isoformat() if isinstance(self.time, datetime) else self.time,
             "attributes": {f: v for f, v in self.attributes.items() if v is not None},
+            "source": self.source,  # "api" for the API's puts: what a server's delta follows
         }
 
 
@@ -216,7 +217,9 @@ def put_items(
     return [i.item_id for i in new], [i.item_id for i in changed]
 
 
-def delete_items(session: store.Session, name: str, ids: Iterable[str]) -> tuple[list[str], list[str]]:
+def delete_items(
+    session: store.Session, name: str, ids: Iterable[str], *, source: str | None = None
+) -> tuple[list[str], list[str]]:
     """Remove the items with these ids; (removed ids, unknown ids), each in the order given."""
     wanted = list(dict.fromkeys(ids))
     I = store.CorpusItemRecord  # noqa: E741
@@ -227,7 +230,7 @@ def delete_items(session: store.Session, name: str, ids: Iterable[str]) -> tuple
         positions.update(found.all())
     removed = [i for i in wanted if i in positions]
     _delete_positions(session, name, [positions[i] for i in removed])
-    log_changes(session, name, [(i, DELETE, None) for i in removed])
+    log_changes(session, name, [(i, DELETE, {"source": source} if source else None) for i in removed])
     _count_rows(session, name)
     return removed, [i for i in wanted if i not in positions]
 
@@ -242,6 +245,7 @@ def _delete_positions(session: store.Session, name: str, positions: list[int]) -
 def _count_rows(session: store.Session, name: str) -> None:
     record = session.get(store.CorpusRecord, name)
     if record is not None:
+        record.added_at = datetime.now()  # changed: what tells a server's catalog to look again
         I = store.CorpusItemRecord  # noqa: E741
         record.rows = session.scalar(select(func.count()).select_from(I).where(I.corpus == name)) or 0
 
@@ -285,6 +289,18 @@ def last_seq(session: store.Session, name: str) -> int:
     """The last change of corpus ``name`` (0 when none): what a generation encoded now folds in."""
     C = store.CorpusChangeRecord
     return session.scalar(select(func.max(C.seq)).where(C.corpus == name)) or 0
+
+
+API = "api"  # the source of an item put or deleted through the API
+
+
+def foreign_changes_after(session: store.Session, name: str, seq: int) -> int:
+    """Changes of corpus ``name`` after ``seq`` that did not come through the API (``corpus add``,
+    ``corpus remove``): a server's delta does not follow them, so they wait for ``corpus encode``."""
+    C = store.CorpusChangeRecord
+    api = C.data.like('%"source": "api"%')
+    query = select(func.count()).select_from(C).where(C.corpus == name, C.seq > seq, ~api | C.data.is_(None))
+    return session.scalar(query) or 0
 
 
 def changes_after(session: store.Session, seq: int, *, limit: int = 1000) -> list[store.CorpusChangeRecord]:
