@@ -11,8 +11,12 @@ Where a put item lives until the next ``tuwen corpus encode``:
    before the request is answered: searchable at once;
 4. every other replica: its poller (the store probe's thread, every second) reads the log after
    the last seq it applied for each served corpus, takes the vectors from the store by digest
-   (encoding only what it lacks, e.g. a ``corpus add --upsert`` from the command line) and
-   attaches the same delta. Reads never need the store: during an outage the last delta stays.
+   (encoding only what it lacks: another replica with another precision) and attaches the same
+   delta. Reads never need the store: during an outage the last delta stays.
+
+Changes made on the command line (``corpus add``, ``--upsert``, ``corpus remove``) are in the log
+too but not followed: the catalog then finds the corpus stale (409 naming ``corpus encode``) until
+it is encoded again, as for any corpus whose items changed.
 
 The next ``corpus encode`` folds the changes into a new base; its manifest's ``source.seq`` is
 the last change it read, so when that generation loads only later entries stay in its delta.
