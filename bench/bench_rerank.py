@@ -75,7 +75,8 @@ def markdown_gain(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cost(n_queries: int = 5000, n_candidates: int = 50000, d: int = 512, n_bank: int = 5000) -> list[tuple]:
+def cost(n_queries: int = 5000, n_candidates: int = 50000, d: int = 512, n_bank: int = 5000):
+    """(step, seconds) of each step, yielded as it finishes."""
     rng = np.random.default_rng(0)
 
     def unit(n):
@@ -85,15 +86,14 @@ def cost(n_queries: int = 5000, n_candidates: int = 50000, d: int = 512, n_bank:
     queries, candidates, bank = unit(n_queries), unit(n_candidates), unit(n_bank)
     tick = time.perf_counter()
     scores = queries @ candidates.T
-    rows = [("similarities (matrix product)", time.perf_counter() - tick)]
+    yield "similarities (matrix product)", time.perf_counter() - tick
     tick = time.perf_counter()
     stats = rerank.bank_stats(bank, candidates)
-    rows.append(("qb-norm bank statistics (once per generation)", time.perf_counter() - tick))
+    yield "qb-norm bank statistics (once per generation)", time.perf_counter() - tick
     for method in METHODS:
         tick = time.perf_counter()
         rerank.top_k(rerank.rerank(scores, method, stats=stats), 5)
-        rows.append((f"{method} + top 5", time.perf_counter() - tick))
-    return rows
+        yield f"{method} + top 5", time.perf_counter() - tick
 
 
 def main() -> None:
@@ -112,7 +112,7 @@ def main() -> None:
     if not args.skip_cost:
         print("| step | seconds (5,000 × 50,000) |\n|---|---|")
         for name, seconds in cost():
-            print(f"| {name} | {seconds:.1f} |")
+            print(f"| {name} | {seconds:.1f} |", flush=True)
         print(f"machine after: {machine()}")
 
 

@@ -88,9 +88,14 @@ def _column_logsumexp(x: np.ndarray) -> np.ndarray:
 
 
 def dual_softmax(scores: np.ndarray, *, beta: float = DEFAULT_BETA) -> np.ndarray:
-    """``log`` of the inverted softmax: ``beta s[q, j] - log sum_q' exp(beta s[q', j])``."""
-    logits = beta * np.asarray(scores, dtype=np.float64)
-    return logits - _column_logsumexp(logits)
+    """``log`` of the inverted softmax: ``beta s[q, j] - log sum_q' exp(beta s[q', j])`` (float32:
+    a 5,000 × 50,000 matrix is 1 GB; the normaliser is summed a block of queries at a time)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    blocks = (scores[start : start + CHUNK] for start in range(0, len(scores), CHUNK))
+    log_norm = bank_stats_of_blocks(blocks, scores.shape[1], beta=beta).log_norm.astype(np.float32)
+    out = scores * np.float32(beta)
+    out -= log_norm
+    return out
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,8 @@ def bank_stats_of_blocks(
     seen = 0
     for sims in blocks:
         seen += len(sims)
-        log_norm = np.logaddexp(log_norm, _column_logsumexp(beta * np.asarray(sims, dtype=np.float64)))
+        block = np.float32(beta) * np.asarray(sims, dtype=np.float32)  # float32: 0.8 GB a block at 50,000
+        log_norm = np.logaddexp(log_norm, _column_logsumexp(block))
         hubs[np.unique(np.argpartition(-sims, kk - 1, axis=1)[:, :kk])] = True
     if not seen:
         raise TuwenError("QB-Norm needs a non-empty query bank")
@@ -163,10 +169,12 @@ def dual_softmax_stats(blocks, n_candidates: int, *, beta: float = DEFAULT_BETA)
 def qb_norm_scores(scores: np.ndarray, stats: QueryBankStats) -> np.ndarray:
     """QB-Norm of a (n_queries, n_candidates) matrix: rows whose top-1 is a hub are normalised
     (in log form, ``beta s - log_norm``, the same order as ``exp(beta s) / norm``), others kept."""
-    scores = np.asarray(scores, dtype=np.float64)
-    out = scores.copy()
-    normalise = stats.hubs[scores.argmax(axis=1)]
-    out[normalise] = stats.beta * scores[normalise] - stats.log_norm
+    out = np.array(scores, dtype=np.float32)  # a copy
+    normalise = np.flatnonzero(stats.hubs[out.argmax(axis=1)])
+    log_norm = stats.log_norm.astype(np.float32)
+    for start in range(0, len(normalise), CHUNK):  # in place, a block of rows at a time
+        rows = normalise[start : start + CHUNK]
+        out[rows] = np.float32(stats.beta) * out[rows] - log_norm
     return out
 
 
@@ -176,11 +184,11 @@ def qb_norm_query(
     """QB-Norm of one query's scores: over every candidate (``scores`` of length n_candidates), or
     over a shortlist (``candidates``: their indices, e.g. the rows a FAISS search returned, best
     first; the shortlist's best stands for the query's top-1)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float32)
     rows = np.arange(len(scores)) if candidates is None else np.asarray(candidates)
     if len(rows) == 0 or not stats.hubs[rows[int(scores.argmax())]]:
         return scores
-    return stats.beta * scores - stats.log_norm[rows]
+    return np.float32(stats.beta) * scores - stats.log_norm[rows].astype(np.float32)
 
 
 def _hungarian(scores: np.ndarray) -> np.ndarray:
@@ -223,7 +231,10 @@ def one_to_one(scores: np.ndarray, *, beta: float = DEFAULT_BETA) -> np.ndarray:
     scores = np.asarray(scores)
     if max(scores.shape) <= HUNGARIAN_MAX:
         return _hungarian(scores)
-    return beta * scores.astype(np.float64) + sinkhorn_potentials(scores, beta=beta)
+    log_c = sinkhorn_potentials(scores, beta=beta).astype(np.float32)
+    out = np.asarray(scores, dtype=np.float32) * np.float32(beta)
+    out += log_c
+    return out
 
 
 def rerank(

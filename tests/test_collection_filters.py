@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from indexer.collection import columns as col
+from indexer.collection import filters
 from indexer.collection.columns import Columns
 from indexer.collection.filters import MAX_IN, FilterError, parse_where
 
@@ -105,7 +106,10 @@ def random_where(rng: np.random.Generator) -> dict:
     return where
 
 
-def test_every_operator_matches_the_grammar_read_literally(items, columns):
+@pytest.mark.parametrize("narrow", [0.0, 0.25, 1.0], ids=["scan", "planned", "sorted-slices"])
+def test_every_operator_matches_the_grammar_read_literally(items, columns, monkeypatch, narrow):
+    """Whole-column scans and sorted-column slices (``NARROW_FRACTION``) give the same rows."""
+    monkeypatch.setattr(filters, "NARROW_FRACTION", narrow)
     rng = np.random.default_rng(1)
     for _ in range(300):
         where = random_where(rng)

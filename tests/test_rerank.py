@@ -83,7 +83,7 @@ def test_dual_softmax_matches_the_inverted_softmax():
     queries, candidates = _paired(12, seed=1)
     s = queries @ candidates.T
     got = np.exp(rerank.dual_softmax(s, beta=BETA))
-    np.testing.assert_allclose(got, ref_dual_softmax(s.tolist(), BETA), rtol=1e-9)
+    np.testing.assert_allclose(got, ref_dual_softmax(s.tolist(), BETA), rtol=1e-5)  # float32
 
 
 def test_qb_norm_matches_the_authors_formula():

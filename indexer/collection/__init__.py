@@ -17,6 +17,9 @@ API (``from indexer.collection import ...``)::
     Columns.time_range -> (first, last) | None  # ISO strings (datetime) or ints
     Columns.known_fields -> dict[str, str]      # fields plus "time" -> time_kind, for errors/UI
     Columns.row_of(item_id: str) -> int | None  # row of an id (a dict built on first use)
+    Columns.column(name) -> np.ndarray | None   # the array a filter on ``name`` compares
+    Columns.sorted_column(name) -> (rows, values)  # value order, built on first filter use
+    Columns.value_counts(name) -> dict[str, int]   # a str field's values (the page's select)
     len(columns)
 
     # filters.py: the ``where`` grammar
@@ -52,7 +55,16 @@ The service builds one ``SegmentSearch`` per (corpus, target) when it loads a ge
 new one with ``with_delta`` whenever its delta changes (cheap: the base's id maps are cached on
 the ``Segment``). A search is read-only: one instance may serve concurrent requests.
 
+Where the columns come from (for ``tuwen corpus encode``, issue 19's writer):
+``Columns.from_items(load_items(...), fields=info.fields, time_kind=info.time_kind)
+.save(generation_dir / "columns")`` beside the vectors; the server ``Columns.load``s it, and
+builds a ``Segment`` per target with ``vector_ids`` = the set's ids (``images.ids.json``).
+
 Semantics: see each module's docstring (missing values, tie-breaking, the planner).
+
+Memory at 1M items (bench/RESULTS.md): ~310 bytes per item for ids, captions, image paths, a str,
+a float and a time (the Python strings are 3/4 of it), plus 8-12 bytes per item for each field a
+filter has used (its sorted copy). The vectors stay memory-mapped; the index is FAISS's.
 """
 
 from indexer.collection.columns import Columns

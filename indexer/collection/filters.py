@@ -52,6 +52,7 @@ LIST_OPS = ("in", "nin")
 MISSING_MATCHES = ("ne", "nin")  # the only operators an item without a value passes
 MAX_IN = 1000
 SCAN_IN = 8  # up to this many values, ``in`` compares once per value
+NARROW_FRACTION = 0.25  # a condition passing at most this share of rows gives them by slicing
 _INT64 = 2**63
 _EXPECTED = {
     KIND_INT: "a number",
@@ -89,21 +90,40 @@ class Condition:
     def is_time(self) -> bool:
         return self.field == TIME_FIELD and self.kind in (TIME_DATETIME, TIME_INT)
 
-    def mask(self, columns: Columns) -> np.ndarray:
-        """Rows of ``columns`` that satisfy this condition."""
+    def applies(self, columns: Columns) -> bool:
+        """Whether ``columns`` hold this field with this kind (else every value counts as missing)."""
         if self.is_time:
-            if columns.time_kind != self.kind:
-                return self._all_missing(len(columns))
-            return _compare(columns.time, self.op, self.value, is_time=True)
+            return columns.time_kind == self.kind
         kind = columns.fields.get(self.field)
-        if kind is None or (kind == KIND_STR) != (self.kind == KIND_STR):
-            return self._all_missing(len(columns))
-        if kind == KIND_STR:
-            return _compare_codes(columns.codes[self.field], columns.vocab[self.field], self.op, self.value)
-        return _compare(columns.numbers[self.field], self.op, self.value, is_time=False)
+        return kind is not None and (kind == KIND_STR) == (self.kind == KIND_STR)
 
-    def _all_missing(self, n: int) -> np.ndarray:
-        return np.full(n, self.op in MISSING_MATCHES, dtype=bool)
+    def mask(self, columns: Columns, rows: np.ndarray | None = None) -> np.ndarray:
+        """Which rows of ``columns`` (all, or ``rows``) satisfy this condition."""
+        n = len(columns) if rows is None else len(rows)
+        if not self.applies(columns):
+            return np.full(n, self.op in MISSING_MATCHES, dtype=bool)
+        values = columns.column(self.field)
+        values = values if rows is None else values[rows]
+        if self.is_time or self.kind != KIND_STR:
+            return _compare(values, self.op, self.value, is_time=self.is_time)
+        return _compare_codes(values, columns.vocab[self.field], self.op, self.value)
+
+    def ranges(self, columns: Columns) -> list[tuple[int, int]] | None:
+        """Slices of ``columns.sorted_column(field)`` holding exactly the passing rows.
+
+        None when the condition cannot be answered that way (``ne``, ``nin``, an absent field).
+        """
+        if self.op in MISSING_MATCHES or not self.applies(columns):
+            return None
+        _, ordered = columns.sorted_column(self.field)
+        if self.is_time or self.kind != KIND_STR:
+            return _value_ranges(ordered, self.op, self.value, is_time=self.is_time)
+        vocab = columns.vocab[self.field]
+        if self.op in ("eq", "in"):
+            codes = [c for c in (_code(vocab, v) for v in _values_of(self.op, self.value)) if c is not None]
+            return [_equal_range(ordered, c) for c in sorted(set(codes))]
+        first, end = _code_bounds(vocab, self.op, self.value)
+        return [(int(np.searchsorted(ordered, first)), int(np.searchsorted(ordered, end)))]
 
 
 @dataclass(frozen=True)
@@ -119,12 +139,30 @@ class Filter:
         return self.mask(columns)
 
     def mask(self, columns: Columns) -> np.ndarray:
-        """A bool per row of ``columns``: True where every condition holds (vectorised)."""
-        if not self.conditions:
-            return np.ones(len(columns), dtype=bool)
-        out = self.conditions[0].mask(columns)
-        for condition in self.conditions[1:]:
-            out &= condition.mask(columns)
+        """A bool per row of ``columns``: True where every condition holds.
+
+        The condition passing the fewest rows (two binary searches each, on sorted copies of the
+        columns) gives its rows by slicing when they are at most ``NARROW_FRACTION`` of all; the
+        other conditions are then checked on those rows only. Otherwise every condition is
+        evaluated on whole columns (numpy), leaving out those that pass every row.
+        """
+        n = len(columns)
+        ranges = {c: c.ranges(columns) for c in self.conditions}
+        counts = {c: sum(hi - lo for lo, hi in r) for c, r in ranges.items() if r is not None}
+        narrowest = min(counts, key=counts.get, default=None)
+        out = np.zeros(n, dtype=bool) if narrowest is not None else np.ones(n, dtype=bool)
+        if narrowest is not None and counts[narrowest] <= NARROW_FRACTION * n:
+            order, _ = columns.sorted_column(narrowest.field)
+            rows = np.concatenate([order[lo:hi] for lo, hi in ranges[narrowest]] or [order[:0]])
+            for condition in self.conditions:
+                if condition is not narrowest and len(rows):
+                    rows = rows[condition.mask(columns, rows)]
+            out[rows] = True
+            return out
+        out[:] = True
+        for condition in self.conditions:
+            if counts.get(condition) != n:  # a condition every row passes costs nothing
+                out &= condition.mask(columns)
         return out
 
 
@@ -143,6 +181,34 @@ def _compare(values: np.ndarray, op: str, operand: Any, *, is_time: bool) -> np.
     if is_time and op in ("lt", "lte"):  # the missing sentinel is below every time
         hit &= values != TIME_MISSING
     return hit
+
+
+def _equal_range(ordered: np.ndarray, value: Any) -> tuple[int, int]:
+    return int(np.searchsorted(ordered, value, "left")), int(np.searchsorted(ordered, value, "right"))
+
+
+def _value_ranges(ordered: np.ndarray, op: str, value: Any, *, is_time: bool) -> list[tuple[int, int]]:
+    """Numbers (NaN sorted last) or times (the missing sentinel sorted first)."""
+    if op in ("eq", "in"):
+        return [_equal_range(ordered, v) for v in sorted(set(_values_of(op, value)))]
+    start = int(np.searchsorted(ordered, TIME_MISSING, "right")) if is_time else 0
+    end = len(ordered) if is_time else int(np.searchsorted(ordered, np.inf, "right"))
+    if op in ("gt", "gte"):
+        return [(int(np.searchsorted(ordered, value, "right" if op == "gt" else "left")), end)]
+    return [(start, int(np.searchsorted(ordered, value, "left" if op == "lt" else "right")))]
+
+
+def _values_of(op: str, value: Any) -> tuple:
+    return value if op in LIST_OPS else (value,)
+
+
+def _code_bounds(vocab: list[str], op: str, value: str) -> tuple[int, int]:
+    """[first, end) of the codes a str range condition passes (codes are vocabulary positions)."""
+    if op == "gt":
+        return bisect.bisect_right(vocab, value), len(vocab)
+    if op == "gte":
+        return bisect.bisect_left(vocab, value), len(vocab)
+    return 0, (bisect.bisect_left if op == "lt" else bisect.bisect_right)(vocab, value)
 
 
 def _isin(values: np.ndarray, operand: tuple) -> np.ndarray:
