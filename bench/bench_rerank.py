@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from indexer.demo_corpus import generate_demo_corpus
 
 from common.settings import Settings
 from indexer import rerank
