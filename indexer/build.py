@@ -20,6 +20,7 @@ from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeSet, competition_sets
 from indexer.encode.runner import Runner, build_generation
+from indexer.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def index_corpus(
         say=say,
         index_factory=index_factory,
         columns=columns,
+        cache=VectorCache(settings.store_url),
     )
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return final

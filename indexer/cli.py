@@ -8,7 +8,7 @@ from common.console import say
 from common.settings import get_settings
 from indexer import store
 from indexer.build import index_corpus
-from indexer.corpus_cli import register as register_corpus
+from indexer.corpus.cli import register as register_corpus
 from indexer.encode.options import EncodeOptions, add_encode_options
 from indexer.encode.ray_runner import runner_for
 from indexer.export import export_results

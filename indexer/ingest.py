@@ -7,6 +7,8 @@ crash leaves the previous store as it was.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 from collections.abc import Callable
@@ -64,12 +66,15 @@ class IngestReport:
 def check_image(path: str) -> dict:
     """Status, real format and size of one image file (runs in worker processes)."""
     out = {"status": store.STATUS_OK, "detail": "", "format": None, "width": None, "height": None}
+    out["sha256"] = None
     if not os.path.isfile(path):
         return {**out, "status": store.STATUS_MISSING, "detail": "file not found"}
     try:
+        data = Path(path).read_bytes()  # read once: checked, measured and digested (issue 19)
+        out["sha256"] = hashlib.sha256(data).hexdigest()
         # the guarded decoder first: it refuses bombs before Pillow opens them and says what is wrong
-        open_image(path, draft_size=CHECK_SIZE)
-        with Image.open(path) as img:
+        open_image(data, draft_size=CHECK_SIZE)
+        with Image.open(io.BytesIO(data)) as img:
             out.update(format=img.format, width=img.width, height=img.height)
     except (ImageDecodeError, OSError, ValueError, SyntaxError) as exc:
         return {**out, "status": store.STATUS_UNREADABLE, "detail": str(exc) or type(exc).__name__}
@@ -112,6 +117,7 @@ def _check_images(
                 "format": None,
                 "width": None,
                 "height": None,
+                "sha256": None,
                 "detail": "image id is not a plain file name",
             }
         else:

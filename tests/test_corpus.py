@@ -15,7 +15,8 @@ from sqlalchemy import inspect, select, text
 
 from common.errors import TuwenError
 from common.settings import Settings
-from indexer import corpus, corpus_add, store
+from indexer import corpus, store
+from indexer.corpus import add as corpus_add
 from tuwen.cli import main
 
 ROWS = [  # id, image, caption, time, likes (int), score (float), tag (str), hot (bool)
@@ -369,7 +370,7 @@ def test_encode_then_load_embeddings_aligned_normalised_and_masked(
 
 
 def test_encode_a_text_only_corpus_through_a_given_runner(settings, tmp_path, tiny_mapper):
-    from indexer.corpus_encode import encode_corpus
+    from indexer.corpus.encode import encode_corpus
     from indexer.encode.runner import run_local
 
     file = _write(tmp_path / "t.json", json.dumps([{"caption": "一"}, {"caption": "二"}], ensure_ascii=False))
@@ -390,7 +391,7 @@ def test_encode_a_text_only_corpus_through_a_given_runner(settings, tmp_path, ti
 
 
 def test_encode_a_competition_collection(ingested, tiny_mapper):
-    from indexer.corpus_encode import encode_corpus
+    from indexer.corpus.encode import encode_corpus
 
     encode_corpus(settings=ingested, name="train", model="tiny", workers=1, progress=False)
     items = corpus.load_items(settings=ingested, name="train")
@@ -420,14 +421,14 @@ def test_encode_a_competition_collection(ingested, tiny_mapper):
     ],
 )
 def test_time_values(value, expected):
-    from indexer.corpus_read import parse_time
+    from indexer.corpus.read import parse_time
 
     assert parse_time(value, where="f:2") == expected
 
 
 @pytest.mark.parametrize("value", ["yesterday", 1.5, True, "2024-13-01"])
 def test_bad_time_values_name_the_row(value):
-    from indexer.corpus_read import parse_time
+    from indexer.corpus.read import parse_time
 
     with pytest.raises(TuwenError, match=r"^f:2: time .* is neither an ISO date/datetime"):
         parse_time(value, where="f:2")

@@ -150,8 +150,8 @@ def add_shop(
     settings: Settings, folder: Path, *, name: str = "shop", n: int = 40, encode: bool = True
 ) -> None:
     """Add the shop corpus to ``settings``'s store and (by default) encode it with tiny."""
-    from indexer.corpus_add import add_corpus
-    from indexer.corpus_encode import encode_corpus
+    from indexer.corpus.add import add_corpus
+    from indexer.corpus.encode import encode_corpus
 
     csv = write_shop(folder, n=n)
     add_corpus(settings=settings, name=name, file=csv, images=folder / "photos", workers=1, progress=False)

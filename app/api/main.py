@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import admin, analysis, corpora, export, health, images, search
+from app.api.routes import admin, analysis, corpora, corpus_writes, export, health, images, search
 
 api_router = APIRouter()
-for module in (health, search, corpora, images, export, admin, analysis):
+for module in (health, search, corpora, corpus_writes, images, export, admin, analysis):
     api_router.include_router(module.router)

@@ -165,6 +165,10 @@ class Catalog:
             key = (corpus.name, entry.added_at if entry else None)
             if entry is None or self.checked.get(name) == key:
                 continue
+            complete = getattr(corpus, "delta_complete", None)  # base + the API's changes (issue 19)
+            if complete is not None and complete(engine):
+                self.stale.pop(name, None)
+                continue
             self.checked[name] = key  # a fingerprint costs a read of the items: once per change
             items = load_corpus_items(settings=settings, name=name)
             if fingerprint(items) == corpus.fingerprint:

@@ -125,6 +125,8 @@ def item_row(*, corpus: ServedCorpus, item: str) -> dict | None:
         row = search.item_row(item)
         if row is not None:
             return row
+    if corpus.searches:  # each search knows the live version: none means unknown or deleted (issue 19)
+        return None
     i = corpus.columns.row_of(item)
     return None if i is None else corpus.columns.row(i)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from app.core.corpora import CATALOG_INTERVAL_S, CorpusRegistry, ServedCorpus, competition_corpora
+from app.core.corpus_writes import POLL_INTERVAL_S, Deltas
 from app.core.encoding import QueryEncoder
 from app.core.store_health import StoreHealth
 from app.core.watch import Watched
@@ -61,6 +62,7 @@ class ServiceState:
             settings.index_dir, self._load, label="index generation", on_swap=self.drop_unused_encoders
         )
         self.corpora = CorpusRegistry(settings, self.query_encoder, on_swap=self.drop_unused_encoders)
+        self.deltas = Deltas(self.corpora)  # items put since each corpus's generation (issue 19)
         self.store_counts: dict[str, int] = {}  # as last read (the probe's thread refreshes them)
         self._encoders: dict[str, QueryEncoder] = {}  # by model id, shared by every generation
         self._encoders_lock = threading.Lock()
@@ -77,6 +79,7 @@ class ServiceState:
             if state.generation is None:
                 log.warning("no index in %s yet: run `tuwen index` (503 until then)", settings.index_dir)
             state.corpora.open()
+            health.add_task(POLL_INTERVAL_S, state.deltas.poll)  # first: the catalog trusts a followed log
             health.add_task(CATALOG_INTERVAL_S, state.corpora.refresh_catalog)
             health.add_task(CATALOG_INTERVAL_S, state.refresh_counts)
             if health.engine is not None:

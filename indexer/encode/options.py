@@ -1,7 +1,7 @@
 """``EncodeOptions``: what every command that encodes is asked (``tuwen index``, ``tuwen corpus encode``).
 
 Built once by the CLI (``add_encode_options`` declares the flags, ``EncodeOptions.from_args`` reads
-them) and taken whole by ``indexer.build.index_corpus``, ``indexer.corpus_encode.encode_corpus``,
+them) and taken whole by ``indexer.build.index_corpus``, ``indexer.corpus.encode.encode_corpus``,
 ``EncodeMapper.for_sets`` and the runner (``runner_for(options.ray)``). The defaults and the help
 live here only, in the fields; the flags read them.
 

@@ -61,14 +61,16 @@ def build_generation(
     index_factory: str | None = None,
     source: dict | None = None,
     columns: dict[str | None, Any] | None = None,
+    cache: Any = None,
 ) -> tuple[Path, dict[str, int]]:
     """Encode ``sets`` with ``mapper`` through ``runner`` into a new generation under ``root`` and
     make it live; returns its folder and the rows per set. What ``tuwen index`` and
     ``tuwen corpus encode`` both do, with their own sets, root and ``source``; ``columns``
-    (``Columns`` by set name, None for a corpus's items) are stored with the vectors."""
+    (``Columns`` by set name, None for a corpus's items) are stored with the vectors. ``cache``
+    (``indexer.vector_cache.VectorCache``) wraps the runner so that only unsaved sources are encoded."""
     say(mapper.describe())
     with GenerationWriter(root, index_factory=index_factory) as writer:
-        runner(sets, mapper, writer, say)
+        (runner if cache is None else cache.wrap(runner))(sets, mapper, writer, say)
         for set_name, cols in (columns or {}).items():
             writer.write_columns(cols, set_name=set_name)
         final = writer.publish(**mapper.model_fields(), source=source)

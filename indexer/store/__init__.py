@@ -58,12 +58,14 @@ from indexer.store.schema import (
     TRAIN_IMAGES,
     Base,
     CorpusAttributeRecord,
+    CorpusChangeRecord,
     CorpusFieldRecord,
     CorpusItemRecord,
     CorpusRecord,
     ImageRecord,
     PairRecord,
     TextRecord,
+    VectorRecord,
 )
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "UNVERSIONED",
     "Base",
     "CorpusAttributeRecord",
+    "CorpusChangeRecord",
     "CorpusFieldRecord",
     "CorpusItemRecord",
     "CorpusRecord",
@@ -87,6 +90,7 @@ __all__ = [
     "PairRecord",
     "Session",
     "TextRecord",
+    "VectorRecord",
     "alembic_config",
     "check_revision",
     "counts",

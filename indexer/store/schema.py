@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Collections, named after what they are in the competition layout.
@@ -38,6 +48,7 @@ class ImageRecord(Base):
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the file's bytes (0003)
 
 
 class TextRecord(Base):
@@ -91,6 +102,8 @@ class CorpusItemRecord(Base):
     image_detail: Mapped[str] = mapped_column(Text, default="")
     time_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # time_kind "datetime"
     time_int: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # time_kind "int"
+    image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the file's bytes
+    caption_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of its UTF-8 text
 
 
 class CorpusAttributeRecord(Base):
@@ -107,3 +120,39 @@ class CorpusAttributeRecord(Base):
     int_value: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     float_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     str_value: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# --- Work saved by content, and the corpora's change log (issue 19; migration 0003) --------------
+
+
+class VectorRecord(Base):
+    """An encoded vector, kept under the model that made it and the digest of what it encoded.
+
+    ``model_id`` is the model's id and the precision of its tower (``indexer.vector_cache``), ``kind``
+    "image" (``sha256`` of the file's bytes) or "text" (of the caption's UTF-8 text); ``vector`` is
+    the L2-normalised float32 vector's bytes, ``dim`` its length.
+    """
+
+    __tablename__ = "vectors"
+    model_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    dim: Mapped[int] = mapped_column(Integer)
+
+
+class CorpusChangeRecord(Base):
+    """One change of a corpus (``op`` put | delete), appended in the transaction that made it.
+
+    ``seq`` only grows, so a server follows the log by asking for rows after the last it applied;
+    ``data`` is the put item as JSON (caption, image path and digests, time, attributes).
+    """
+
+    __tablename__ = "corpus_changes"
+    __table_args__ = (Index("ix_corpus_changes_corpus_seq", "corpus", "seq"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    corpus: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str] = mapped_column(String(255))
+    op: Mapped[str] = mapped_column(String(8))  # put | delete
+    at: Mapped[datetime] = mapped_column(DateTime)
+    data: Mapped[str | None] = mapped_column(Text, nullable=True)

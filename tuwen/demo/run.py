@@ -26,8 +26,8 @@ from app.cli import serve as serve_app
 from common.console import say as _say
 from common.settings import Settings
 from indexer.build import index_corpus
-from indexer.corpus_add import add_corpus
-from indexer.corpus_encode import encode_corpus
+from indexer.corpus.add import add_corpus
+from indexer.corpus.encode import encode_corpus
 from indexer.export import export_results
 from indexer.ingest import ingest
 from tuwen.demo.corpus import generate_demo_corpus

@@ -5,7 +5,10 @@ The index build's stages (``indexer.encode``) over a corpus: ``corpus_sets`` is 
 ``GenerationWriter`` on ``$TUWEN_HOME/corpora/<name>/`` the writer, driven by a runner
 (``run_local`` unless another is passed). Images that fail at encode time are left out (their
 mask stays False). The generation's manifest records its ``source``: the corpus and the fingerprint
-of the items it was encoded from, so ``load_embeddings`` never serves vectors of a corpus that changed.
+of the items it was encoded from, so ``load_embeddings`` never serves vectors of a corpus that changed,
+and the last change-log ``seq`` read before the items (changes after it stay in a server's delta).
+Only sources whose digest the store's ``vectors`` table lacks for the model are encoded
+(``indexer.vector_cache``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,22 @@ from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
 from indexer.collection.columns import Columns
-from indexer.corpus import IMAGE_SET, TEXT_SET, CorpusItem, corpus_dir, corpus_info, fingerprint, load_items
+from indexer.corpus.changes import last_seq
+from indexer.corpus.items import (
+    IMAGE_SET,
+    TEXT_SET,
+    CorpusItem,
+    corpus_dir,
+    corpus_info,
+    fingerprint,
+    load_items,
+)
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeRow, EncodeSet
 from indexer.encode.runner import Runner, build_generation
+from indexer.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +69,15 @@ def encode_corpus(
     options = EncodeOptions.of(options, **encode)
     runner = runner or runner_for(options.ray)
     say = echo or log.info
+    with store.open_store(settings.store_url) as session:  # read before the items: nothing after it is lost
+        seq = last_seq(session, name)
     items = load_items(settings=settings, name=name)
     sets = corpus_sets(items)
     if not sets:
         raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
     mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
-    source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items)}
+    # ``seq``: the last change-log row folded in; a server keeps only later changes in its delta
+    source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items), "seq": seq}
     info = corpus_info(settings=settings, name=name)  # the declared kinds, not guessed from values
     columns = Columns.from_items(items, fields=info.fields, time_kind=info.time_kind)
     final, written = build_generation(
@@ -72,6 +88,7 @@ def encode_corpus(
         say=say,
         source=source,
         columns={None: columns},  # what a search returns, so the server needs no database
+        cache=VectorCache(settings.store_url),
     )
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")

@@ -1,7 +1,7 @@
 """Corpora: any captioned-image collection in the store, and the competition collections as corpora.
 
-``tuwen corpus add NAME FILE`` (``indexer.corpus_add``) reads a CSV / JSONL / JSON file
-(``indexer.corpus_read``) into the store; ``tuwen corpus encode`` (``indexer.corpus_encode``)
+``tuwen corpus add NAME FILE`` (``indexer.corpus.add``) reads a CSV / JSONL / JSON file
+(``indexer.corpus.read``) into the store; ``tuwen corpus encode`` (``indexer.corpus.encode``)
 stores its embeddings as a generation under ``$TUWEN_HOME/corpora/<name>/``.
 
 This module is the API the analysis layer reads through: ``list_corpora``, ``load_items`` (user
@@ -24,7 +24,7 @@ from sqlalchemy import case, func, select
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import index_files, store
-from indexer.corpus_read import KIND_INT
+from indexer.corpus.read import KIND_INT
 from indexer.manifest import MANIFEST_FILE
 
 BUILTIN = {
@@ -48,6 +48,8 @@ class CorpusItem:
     image_status: str | None  # "ok" | "missing" | "unreadable"; None when the row has no image
     time: datetime | int | None
     attributes: dict[str, Attribute] = field(default_factory=dict)
+    image_sha256: str | None = None  # of the image file's bytes when it was added
+    caption_sha256: str | None = None  # of the caption's UTF-8 text
 
 
 @dataclass(frozen=True)
@@ -165,16 +167,22 @@ def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
         values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
     Item = store.CorpusItemRecord
     columns = (Item.position, Item.item_id, Item.caption, Item.image_path, Item.image_status)
+    digests = (Item.image_sha256, Item.caption_sha256)
     rows = session.execute(  # plain rows, not ORM objects: a third of the time at 50,000 items
-        select(*columns, Item.time_at, Item.time_int).where(Item.corpus == name).order_by(Item.position)
+        select(*columns, Item.time_at, Item.time_int, *digests)
+        .where(Item.corpus == name)
+        .order_by(Item.position)
     )
+    # the stored position orders the rows (removals leave gaps); an item's position is its row number
     return [
         CorpusItem(
-            position, item_id, caption, image_path, image_status,
+            i, item_id, caption, image_path, image_status,
             time_at if time_at is not None else time_int,
             {f: values.get(position, {}).get(f) for f in fields},
+            image_sha256, caption_sha256,
         )
-        for position, item_id, caption, image_path, image_status, time_at, time_int in rows
+        for i, (position, item_id, caption, image_path, image_status, time_at, time_int, image_sha256,
+                caption_sha256) in enumerate(rows)
     ]  # fmt: skip
 
 
@@ -276,6 +284,8 @@ def fingerprint(items: list[CorpusItem]) -> str:
     digest = hashlib.sha256()
     for item in items:
         fields = (item.item_id, item.caption or "", item.image_path or "", item.image_status or "")
+        if item.image_sha256:  # an image file replaced in place is a change (digests since issue 19)
+            fields += (item.image_sha256,)
         digest.update(("\x1f".join(fields) + "\x1e").encode("utf-8"))
     return digest.hexdigest()
 

@@ -248,7 +248,7 @@ def _field_kind(name: str, rows: list[RawRow], warnings: list[str], *, typed: bo
         value = raw.values.get(name)
         if value is None or isinstance(value, dict | list):
             continue  # nulls fit anything; non-scalars are refused with their row in _parse_row
-        kinds.setdefault(_json_kind(value) if typed else _text_kind(value), raw.where)
+        kinds.setdefault(json_kind(value) if typed else _text_kind(value), raw.where)
     if not kinds or set(kinds) == {KIND_INT}:
         return KIND_INT if kinds else KIND_STR
     if set(kinds) <= {KIND_INT, KIND_FLOAT}:
@@ -260,7 +260,8 @@ def _field_kind(name: str, rows: list[RawRow], warnings: list[str], *, typed: bo
     return KIND_STR
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """int, float or str: the kind of a JSON scalar (true/false are ints; a huge int is text)."""
     if isinstance(value, bool):
         return KIND_INT
     if isinstance(value, int):

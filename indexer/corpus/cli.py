@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from common.console import say
+from common.errors import TuwenError
 from indexer.encode.options import EncodeOptions, add_encode_options
 
 
@@ -16,7 +17,7 @@ def _settings(args):
 
 
 def _add(args) -> int:
-    from indexer.corpus_add import add_corpus
+    from indexer.corpus.add import add_corpus
 
     add_corpus(
         settings=_settings(args),
@@ -25,14 +26,31 @@ def _add(args) -> int:
         images=args.images,
         workers=args.workers,
         echo=say,
+        upsert=args.upsert,
     )
+    return 0
+
+
+def _remove(args) -> int:
+    from indexer.corpus.add import remove_items
+
+    ids = list(args.ids)
+    if args.ids_file is not None:
+        try:
+            lines = args.ids_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TuwenError(f"{args.ids_file}: cannot read ({exc.strerror})") from exc
+        ids += [line.strip() for line in lines if line.strip()]
+    if not ids:
+        raise TuwenError("name the ids to remove (ID ... or --ids-file FILE)")
+    remove_items(settings=_settings(args), name=args.name, ids=ids, echo=say)
     return 0
 
 
 def _list(args) -> int:
     from dataclasses import asdict
 
-    from indexer.corpus import list_corpora
+    from indexer.corpus.items import list_corpora
 
     infos = list_corpora(settings=_settings(args))
     if args.json:
@@ -50,7 +68,7 @@ def _list(args) -> int:
 
 
 def _encode(args) -> int:
-    from indexer.corpus_encode import encode_corpus
+    from indexer.corpus.encode import encode_corpus
     from indexer.encode.ray_runner import runner_for
 
     options = EncodeOptions.from_args(args)
@@ -60,10 +78,12 @@ def _encode(args) -> int:
 
 
 def register(sub, *, common) -> None:
-    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, list, encode")
+    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, remove, list, encode")
     actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
 
-    p = actions.add_parser("add", help="read a CSV, JSONL or JSON-array file into the store (replaces NAME)")
+    p = actions.add_parser(
+        "add", help="read a CSV, JSONL or JSON-array file into the store (replaces NAME, or --upsert)"
+    )
     common(p)
     p.add_argument("name")
     p.add_argument(
@@ -71,7 +91,19 @@ def register(sub, *, common) -> None:
     )
     p.add_argument("--images", type=Path, default=None, help="folder the image paths are relative to")
     p.add_argument("--workers", type=int, default=None, help="image-check processes")
+    p.add_argument(
+        "--upsert",
+        action="store_true",
+        help="add new ids, replace changed ones, keep the rest (not a whole replace)",
+    )
     p.set_defaults(handler=_add)
+
+    p = actions.add_parser("remove", help="remove items by id (unknown ids are named, the others removed)")
+    common(p)
+    p.add_argument("name")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--ids-file", type=Path, default=None, help="a file of ids, one a line")
+    p.set_defaults(handler=_remove)
 
     p = actions.add_parser("list", help="the corpora in the store, the competition collections included")
     common(p)

@@ -1,0 +1,54 @@
+"""``PUT`` / ``DELETE /api/corpora/{name}/items/{id}``: keep a corpus current through the API (issue 19).
+
+The admin key is required even when searches are open (401 without it; 403 naming TUWEN_API_KEY
+when the server has none: the write endpoints are off), and the store must be up (503 otherwise).
+What happens to a put item is ``app.core.corpus_writes``: the answer comes after it is searchable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+
+from app.api.deps import SettingsDep, StateDep, require_admin, require_store
+from app.core import corpus_writes
+from app.core.corpus_writes import PutRequest, WriteError
+from app.core.uploads import read_upload
+
+router = APIRouter(
+    prefix="/api/corpora",
+    tags=["corpora"],
+    dependencies=[Depends(require_admin), Depends(require_store)],
+)
+
+
+async def _run(fn, *args) -> dict:
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except WriteError as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from exc
+
+
+@router.put("/{name}/items/{item_id}")
+async def put_item(
+    name: str,
+    item_id: str,
+    state: StateDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile | None, File(description="the item's image (JPEG, PNG, ...)")] = None,
+    caption: Annotated[str | None, Form()] = None,
+    time: Annotated[str | None, Form(description="ISO date/datetime or an integer")] = None,
+    attributes: Annotated[str | None, Form(description='a JSON object, e.g. {"price": 199}')] = None,
+) -> dict:
+    """Add or replace one item; answered once it is stored and searchable on this server."""
+    data = await read_upload(image, limit_bytes=settings.max_upload_bytes) if image is not None else None
+    request = PutRequest(item_id, data, caption, time, attributes)
+    return await _run(corpus_writes.put_item, settings, state.engine, state.deltas, name, request)
+
+
+@router.delete("/{name}/items/{item_id}")
+async def delete_item(name: str, item_id: str, state: StateDep) -> dict:
+    """Remove one item; it is never in a result of this server from the answer on."""
+    return await _run(corpus_writes.delete_item, state.engine, state.deltas, name, item_id)
