@@ -142,8 +142,12 @@ def _behind_the_page(*, settings: Settings, steps: Steps, server: DemoServer, tr
             figures["trained"] = _export_and_score(
                 settings=settings, out=home / "results", data=home / "demo-data", say=say
             )
-            swapped = server.wait_for_model(Path(generation).name)
-            say(f"  the page {'now serves' if swapped else 'has not swapped yet to'} {Path(generation).name}")
+            ready = server.wait_for_generation(Path(generation).name)
+            say(
+                f"  the page now serves {ready['generation']} ({ready['model_id']})"
+                if ready
+                else f"  the page has not swapped to {Path(generation).name} yet (see {server.log})"
+            )
     with steps.step(f"posts: corpus add, corpus encode with {Path(model).name}, clusters and alignment"):
         figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
     with steps.step(f"series: corpus add, corpus encode with {Path(model).name}, trend and classify"):

@@ -52,15 +52,16 @@ class DemoServer:
             f"the search page did not answer /readyz within {timeout:.0f} s: {self._log_tail()}"
         )
 
-    def wait_for_model(self, model_id: str, *, timeout: float = 120.0) -> bool:
-        """Wait (bounded) until the served generation's model is ``model_id`` (the hot swap)."""
+    def wait_for_generation(self, name: str, *, timeout: float = 120.0) -> dict | None:
+        """Wait (bounded) until the page serves the index generation ``name`` (the hot swap);
+        returns its ``/readyz`` (generation, model id) or None."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready = self._try("/readyz")
-            if ready is not None and ready.get("model_id") == model_id:
-                return True
+            if ready is not None and ready.get("generation") == name:
+                return ready
             time.sleep(0.5)
-        return False
+        return None
 
     def get(self, path: str) -> dict:
         return self._request(urllib.request.Request(self.url + path, headers=self._headers()))
