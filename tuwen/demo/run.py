@@ -37,7 +37,7 @@ from tuwen.demo.corpus import generate_demo_corpus
 from tuwen.demo.posts import generate_demo_posts
 from tuwen.demo.series import generate_demo_series
 from tuwen.demo.server import DemoServer, filtered_search
-from tuwen.demo.steps import Steps, fresh_report, generated
+from tuwen.demo.steps import Steps, fresh_report, generated, terminate_as_interrupt
 from tuwen.demo.training import train_demo_model
 
 # What the studies cut to fit the demo's 8 minutes (issue 23): 2 seeds per trend network (5 by
@@ -75,20 +75,21 @@ def run_demo(
     returns. The page is stopped on every way out."""
     steps = Steps(9, say=say)
     server = DemoServer(settings=settings, host=host, port=port)
-    try:
-        figures = _first_page(settings=settings, steps=steps, server=server)
-        figures |= _behind_the_page(
-            settings=settings, steps=steps, server=server, train=train, epochs=train_epochs
-        )
-        figures["seconds"] = round(steps.elapsed(), 1)
-        figures["steps"] = dict(steps.seconds)
-        _closing(figures, steps=steps, server=server, say=say)
-        if serve:
-            say(f"the search page is at {server.url}/ (Ctrl-C to stop)")
-            (keep_serving or server.process.wait)()
-        return figures
-    finally:
-        server.stop()
+    with terminate_as_interrupt():
+        try:
+            figures = _first_page(settings=settings, steps=steps, server=server)
+            figures |= _behind_the_page(
+                settings=settings, steps=steps, server=server, train=train, epochs=train_epochs
+            )
+            figures["seconds"] = round(steps.elapsed(), 1)
+            figures["steps"] = dict(steps.seconds)
+            _closing(figures, steps=steps, server=server, say=say)
+            if serve:
+                say(f"the search page is at {server.url}/ (Ctrl-C to stop)")
+                (keep_serving or server.process.wait)()
+            return figures
+        finally:
+            server.stop()
 
 
 def _first_page(*, settings: Settings, steps: Steps, server: DemoServer) -> dict:

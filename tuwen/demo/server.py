@@ -11,7 +11,10 @@ demo home, so request lines do not interleave with the numbered steps.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +40,11 @@ class DemoServer:
         command += ["--host", self.host, "--port", str(self.port)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -103,6 +110,13 @@ class DemoServer:
             return " | ".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
         except OSError:
             return f"(no log at {self.log})"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 POSTS_QUERY = {"q": "连衣裙", "where": {"category": "裙装", "time": {"gte": "2025-10-01"}}, "k": 3}

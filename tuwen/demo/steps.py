@@ -10,6 +10,8 @@ writing it) so the study writes it anew.
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,3 +63,20 @@ def fresh_report(folder: Path) -> Path:
     if folder.exists() and not is_report(folder):
         shutil.rmtree(folder)
     return folder
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a supervisor) stops the demo as Ctrl-C does: through its ``finally``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
