@@ -24,15 +24,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _demo(home: Path, port: int, *extra: str) -> subprocess.Popen:
+def _demo(home: Path, port: int, *extra: str, log: Path) -> subprocess.Popen:
+    """``tuwen demo`` writing to ``log`` (a file: a pipe nobody reads would fill and block it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUWEN_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "tuwen.cli", "demo", "--home", str(home), "--epochs", "1"]
     return subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port), *extra],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,  # a process group of its own, like a terminal's
     )
 
@@ -78,7 +78,7 @@ def _alive(pid: int) -> bool:
 
 def test_page_first_swap_then_clean_stop_and_rerun(tmp_path):
     home, port = tmp_path / "home", free_port()
-    proc = _demo(home, port)
+    proc = _demo(home, port, log=tmp_path / "first.log")
     try:
         first = _wait(lambda: _get(port, "/readyz"), 600, proc)
         assert first["model_id"]
@@ -103,11 +103,12 @@ def test_page_first_swap_then_clean_stop_and_rerun(tmp_path):
         stop_process(proc)
     assert all(not _alive(pid) for pid in children)
     assert _get(port, "/readyz") is None
-    rerun = _demo(home, free_port(), "--no-serve")
+    rerun = _demo(home, free_port(), "--no-serve", log=tmp_path / "rerun.log")
     try:
-        out, _ = rerun.communicate(timeout=900)
+        rerun.wait(timeout=900)
     finally:
         stop_process(rerun)
+    out = (tmp_path / "rerun.log").read_text(encoding="utf-8", errors="replace")
     assert rerun.returncode == 0, out[-3000:]
     assert "the search page is up at http://127.0.0.1:" in out
     assert "| trained tiny |" in out and "/api/corpora/posts/search" in out
