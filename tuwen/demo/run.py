@@ -1,15 +1,19 @@
 """``tuwen demo`` (``run_demo``): the whole product on the bundled synthetic corpus, in one command.
 
-Generate the corpus → ingest → fine-tune ``tiny`` → index → export result1/2.csv → report the
-held-out recall against the corpus's ground truth → the social posts corpus through ``corpus add``,
-``corpus encode`` and the clusters and alignment studies → serve the search page (which links them).
+The search page first (issue 23): generate the corpus → ingest → index with the untrained ``tiny``
+→ export and score → serve the page (a child process, ``tuwen.demo.server``). Then, behind it:
+fine-tune ``tiny`` → index with the checkpoint (the running page hot-swaps to it) → export and
+score → the social posts through ``corpus add``/``corpus encode`` and the clusters and alignment
+studies → the series and the trend and classify studies (each report shows up in the page's list)
+→ one filtered search of the posts through the page's collection API; then the recall of both
+models side by side, the two study tables and the seconds of every step, and the page keeps
+serving until Ctrl-C. Ctrl-C at any point stops the page too (``finally``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +26,6 @@ from analysis.load import load_corpus_data, report_dir
 from analysis.options import ClassifyOptions, TrendOptions
 from analysis.report import markdown_table
 from analysis.trend import run_trend
-from app.cli import serve as serve_app
 from common.console import say as _say
 from common.settings import Settings
 from indexer.build import index_corpus
@@ -33,7 +36,14 @@ from indexer.ingest import ingest
 from tuwen.demo.corpus import generate_demo_corpus
 from tuwen.demo.posts import generate_demo_posts
 from tuwen.demo.series import generate_demo_series
+from tuwen.demo.server import DemoServer, filtered_search
+from tuwen.demo.steps import Steps, fresh_report, generated, terminate_as_interrupt
 from tuwen.demo.training import train_demo_model
+
+# What the studies cut to fit the demo's 8 minutes (issue 23): 2 seeds per trend network (5 by
+# default), 3 folds and two fusions for classify (5 folds, three fusions before).
+DEMO_TREND = TrendOptions(label="hot", seeds=2)
+DEMO_CLASSIFY = ClassifyOptions(label="bestseller", folds=3, fusion=("early", "late"))
 
 
 def held_out_recall(result_csv: Path, relevant: dict[str, list[str]], k: int = 5) -> float:
@@ -56,48 +66,113 @@ def run_demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     say: Callable[[str], None] = _say,
+    keep_serving: Callable[[], None] | None = None,
 ) -> dict:
-    """Run every stage on the demo corpus under ``settings.home_dir``; returns the figures."""
-    home = settings.home_dir
+    """Run every stage on the demo corpus under ``settings.home_dir``; returns the figures.
+
+    With ``serve`` the page is up from step 4 on and, after the last step, serves until Ctrl-C
+    (``keep_serving``, by default a wait on the child); without it the page is stopped and this
+    returns. The page is stopped on every way out."""
+    steps = Steps(9, say=say)
+    server = DemoServer(settings=settings, host=host, port=port)
+    with terminate_as_interrupt():
+        try:
+            figures = _first_page(settings=settings, steps=steps, server=server)
+            figures |= _behind_the_page(
+                settings=settings, steps=steps, server=server, train=train, epochs=train_epochs
+            )
+            figures["seconds"] = round(steps.elapsed(), 1)
+            figures["steps"] = dict(steps.seconds)
+            _closing(figures, steps=steps, server=server, say=say)
+            if serve:
+                say(f"the search page is at {server.url}/ (Ctrl-C to stop)")
+                (keep_serving or server.process.wait)()
+            return figures
+        finally:
+            server.stop()
+
+
+def _first_page(*, settings: Settings, steps: Steps, server: DemoServer) -> dict:
+    """Steps 1-4: corpus, store, an index with the untrained ``tiny``, its recall, the page."""
+    home, say = settings.home_dir, steps.say
     data = home / "demo-data"
-    started = time.perf_counter()
-    figures: dict = {}
-    if not (data / "ground_truth.json").is_file():
-        say(f"[1/7] generating the demo corpus in {data}")
-        generate_demo_corpus(data)
-    else:
-        say(f"[1/7] demo corpus already in {data}")
-    say("[2/7] ingest")
-    ingest(root=data, settings=settings, echo=say)
-    model = "tiny"
-    if train:
-        say("[3/7] fine-tuning tiny on the training pairs (附件1)")
-        model = str(train_demo_model(settings=settings, out=home / "runs" / "demo", epochs=train_epochs))
-    else:
-        say("[3/7] training skipped: indexing with the untrained tiny model")
-    say(f"[4/7] index with {model}")
-    index_corpus(settings=settings, model=model, echo=say)
-    out = home / "results"
+    with steps.step(f"generate: the demo corpus in {data}"):
+        if generated(data, generate_demo_corpus):
+            say("  already there (a finished run made it)")
+    with steps.step("ingest: the store"):
+        ingest(root=data, settings=settings, echo=say)
+    with steps.step("index: the untrained tiny model, export and held-out recall"):
+        index_corpus(settings=settings, model="tiny", echo=say)
+        recall = _export_and_score(settings=settings, out=home / "results" / "untrained", data=data, say=say)
+    with steps.step("serve: the search page"):
+        server.start()
+        say(
+            f"the search page is up at {server.url}/ (untrained tiny; the fine-tuned model "
+            "replaces it when ready)"
+        )
+    return {"untrained": recall, "page_up_s": round(steps.elapsed(), 1)}
+
+
+def _export_and_score(*, settings: Settings, out: Path, data: Path, say: Callable[[str], None]) -> dict:
     paths = export_results(settings=settings, out=out, echo=say)
     truth = json.loads((data / "ground_truth.json").read_text(encoding="utf-8"))
-    figures["t2i_R@5"] = held_out_recall(out / "result1.csv", truth["text_queries"])
-    figures["i2t_R@5"] = held_out_recall(out / "result2.csv", truth["image_queries"])
-    figures["seconds"] = round(time.perf_counter() - started, 1)
+    recall = {
+        "t2i_R@5": held_out_recall(out / "result1.csv", truth["text_queries"]),
+        "i2t_R@5": held_out_recall(out / "result2.csv", truth["image_queries"]),
+    }
     say(
-        f"held-out recall@5 on the demo queries: text→image {figures['t2i_R@5']:.1%}, "
-        f"image→text {figures['i2t_R@5']:.1%} ({figures['seconds']} s so far)"
+        f"  held-out recall@5: text→image {recall['t2i_R@5']:.1%}, image→text {recall['i2t_R@5']:.1%} "
+        f"({', '.join(str(p) for p in paths)})"
     )
-    say("result files: " + ", ".join(str(p) for p in paths))
-    say(f"[5/7] the demo posts: corpus add, corpus encode with {model}, analyze clusters and alignment")
-    figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
-    for study, page in figures["reports"].items():
-        say(f"report {study}: {page}")
-    say(f"[6/7] the demo series: corpus add, corpus encode with {model}, analyze trend and classify")
-    figures["supervised"] = supervised_demo(settings=settings, model=model, say=say)
-    if serve:
-        say(f"[7/7] serving the search page at http://{host}:{port}/  (Ctrl-C to stop)")
-        serve_app(settings=settings, host=host, port=port)
+    return recall
+
+
+def _behind_the_page(*, settings: Settings, steps: Steps, server: DemoServer, train: bool, epochs) -> dict:
+    """Steps 5-9 while the page answers: fine-tune, re-index (hot swap), the posts and series
+    studies, one filtered search through the page's collection API."""
+    home, say, figures, model = settings.home_dir, steps.say, {}, "tiny"
+    with steps.step("fine-tune: tiny on the training pairs (附件1)"):
+        if train:
+            model = str(train_demo_model(settings=settings, out=home / "runs" / "demo", epochs=epochs))
+            figures["trained_s"] = round(steps.elapsed(), 1)
+        else:
+            say("  skipped (--no-train): the untrained tiny model stays")
+    with steps.step("re-index: the fine-tuned checkpoint, export and held-out recall"):
+        if train:
+            generation = index_corpus(settings=settings, model=model, echo=say)
+            figures["trained"] = _export_and_score(
+                settings=settings, out=home / "results", data=home / "demo-data", say=say
+            )
+            ready = server.wait_for_generation(Path(generation).name)
+            say(
+                f"  the page now serves {ready['generation']} ({ready['model_id']})"
+                if ready
+                else f"  the page has not swapped to {Path(generation).name} yet (see {server.log})"
+            )
+    with steps.step(f"posts: corpus add, corpus encode with {Path(model).name}, clusters and alignment"):
+        figures["reports"] = analysis_demo(settings=settings, model=model, trained=train, say=say)
+    with steps.step(f"series: corpus add, corpus encode with {Path(model).name}, trend and classify"):
+        figures["supervised"] = supervised_demo(settings=settings, model=model, say=say)
+    with steps.step("search: the demo posts through the page's collection API"):
+        figures["search"] = filtered_search(server)
     return figures
+
+
+def _closing(figures: dict, *, steps: Steps, server: DemoServer, say: Callable[[str], None]) -> None:
+    """The recall of both models side by side, the two study tables, the search, the seconds."""
+    rows = ["| model | text→image R@5 | image→text R@5 |", "|---|---|---|"]
+    for name in ("untrained", "trained"):
+        if name in figures:
+            r = figures[name]
+            rows.append(f"| {name} tiny | {r['t2i_R@5']:.1%} | {r['i2t_R@5']:.1%} |")
+    print("\nheld-out recall on the demo queries\n\n" + "\n".join(rows), flush=True)
+    for title, text in figures["supervised"].pop("tables").items():
+        print(f"\n{title}\n\n{text}", flush=True)
+    line, hits = figures["search"]
+    print(f"\n{line}", flush=True)
+    for hit in hits:
+        print(f"  {hit['id']}  {hit['score']:.3f}  {hit.get('time')}  {hit.get('caption')}", flush=True)
+    print(f"\nseconds per step (page up after {figures['page_up_s']} s)\n\n{steps.table()}\n", flush=True)
 
 
 def analysis_demo(
@@ -107,8 +182,7 @@ def analysis_demo(
     returns {study: its index.html}. Captions are clustered always; images too when ``model`` was
     fine-tuned (an untrained tiny image tower does not tell the garments apart)."""
     posts = settings.home_dir / "demo-posts"
-    if not (posts / "posts.jsonl").is_file():
-        generate_demo_posts(posts)
+    generated(posts, generate_demo_posts)
     _add_and_encode(settings=settings, file=posts / "posts.jsonl", model=model, say=say)
     data = load_corpus_data(settings=settings, name="posts")
     runs = {"clusters": ("text", report_dir(settings=settings, study="clusters", name="posts", out=None))}
@@ -117,9 +191,11 @@ def analysis_demo(
     pages = {}
     for study, (modality, out) in runs.items():
         options = ClusterOptions(modality=modality, k="2..12", by="month")
-        pages[study] = run_clusters(data, out=out, options=options).parent / "index.html"
+        pages[study] = run_clusters(data, out=fresh_report(out), options=options).parent / "index.html"
     out = report_dir(settings=settings, study="alignment", name="posts", out=None)
-    pages["alignment"] = run_alignment(data, out=out).parent / "index.html"
+    pages["alignment"] = run_alignment(data, out=fresh_report(out)).parent / "index.html"
+    for study, page in pages.items():
+        say(f"  report {study}: {page}")
     return pages
 
 
@@ -134,28 +210,32 @@ def _add_and_encode(
 def supervised_demo(*, settings: Settings, model: str, say: Callable[[str], None] = _say) -> dict:
     """``tuwen.demo.series``'s two corpora added, encoded with ``model`` and studied by
     ``analyze trend`` (the planted rise of dresses) and ``analyze classify`` (image + caption);
-    prints both tables on stdout and returns {study: report.json}."""
+    returns {study: report.json} and their tables under ``tables`` ({title: markdown})."""
     folder = settings.home_dir / "demo-series"
-    files = {"trend": folder / "trend.jsonl", "fusion": folder / "fusion.jsonl"}
-    if not all(f.is_file() for f in files.values()):
-        generate_demo_series(folder)
-    for kind, file in files.items():
-        _add_and_encode(settings=settings, file=file, model=model, say=say, name=f"demo-{kind}")
+    generated(folder, generate_demo_series)
+    for kind in ("trend", "fusion"):
+        _add_and_encode(
+            settings=settings, file=folder / f"{kind}.jsonl", model=model, say=say, name=f"demo-{kind}"
+        )
     trend = run_trend(
         load.load_corpus_data(settings=settings, name="demo-trend"),
-        TrendOptions(label="hot"),
-        out=load.report_dir(settings=settings, study="trend-hot", name="demo-trend", out=None),
+        DEMO_TREND,
+        out=fresh_report(load.report_dir(settings=settings, study="trend-hot", name="demo-trend", out=None)),
         say=say,
     )
     classify = run_classify(
         load.load_corpus_data(settings=settings, name="demo-fusion"),
-        ClassifyOptions(label="bestseller", fusion=("early", "late", "attention")),
-        out=load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None),
+        DEMO_CLASSIFY,
+        out=fresh_report(
+            load.report_dir(settings=settings, study="classify-bestseller", name="demo-fusion", out=None)
+        ),
         say=say,
     )
-    for title, result in (
-        ("analyze trend demo-trend --label hot", trend),
-        ("analyze classify demo-fusion --label bestseller", classify),
-    ):
-        print(f"\n{title}\n\n{markdown_table(result['table'])}\n{result['verdict']}", flush=True)
-    return {"trend": trend["report"], "classify": classify["report"]}
+    tables = {
+        title: f"{markdown_table(result['table'])}\n{result['verdict']}"
+        for title, result in (
+            ("analyze trend demo-trend --label hot --seeds 2", trend),
+            ("analyze classify demo-fusion --label bestseller --folds 3", classify),
+        )
+    }
+    return {"trend": trend["report"], "classify": classify["report"], "tables": tables}
