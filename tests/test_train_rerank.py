@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from indexer.demo_corpus import generate_demo_corpus
 
 from common.settings import Settings
 from indexer import rerank
@@ -15,6 +14,7 @@ from indexer.ingest import ingest
 from training.rerank_eval import Similarities, format_table, recall_rows
 from training.train import train
 from tuwen.cli import main
+from tuwen.demo.corpus import generate_demo_corpus
 
 METHODS = list(rerank.METHODS)
 
