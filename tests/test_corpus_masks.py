@@ -165,6 +165,25 @@ def test_corpus_masks_command(settings, tmp_path, capsys, tiny_mapper):
     assert items[2].mask_path is None
     _encode(settings, "squares")
     assert corpus.load_embeddings(settings=settings, name="squares").mask_mask.tolist() == [True, True, False]
+    from analysis.load import load_corpus_data  # what the studies read: the mask modality is there
+
+    data = load_corpus_data(settings=settings, name="squares")
+    assert data.mask_mask.tolist() == [True, True, False] and data.mask_vectors.shape[0] == 3
+    np.testing.assert_allclose(data.mask_area[:2], [i.mask_area for i in items[:2]])
+
+
+def test_grabcut_masks_a_large_photo_at_its_own_size(settings, tmp_path):
+    from indexer.corpus.masks import make_masks
+
+    Image.fromarray(_square()).resize((1200, 1200), Image.Resampling.NEAREST).save(tmp_path / "big.png")
+    (tmp_path / "big.csv").write_text("id,image\nb1,big.png\n", encoding="utf-8")
+    _add(settings, "big", tmp_path / "big.csv")
+    assert make_masks(settings=settings, name="big")[0] == 1
+    item = corpus.load_items(settings=settings, name="big")[0]
+    mask = decode_mask(Path(item.mask_path).read_bytes())
+    truth = np.zeros((1200, 1200), bool)
+    truth[300:900, 375:825] = True
+    assert mask.shape == (1200, 1200) and _iou(mask, truth) >= 0.8
 
 
 def test_unknown_corpus_for_masks(settings):

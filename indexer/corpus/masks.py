@@ -37,6 +37,7 @@ MASKED_FOLDER = "masked"  # corpora/<name>/masked/: the masked images ``corpus e
 BACKGROUND = (122, 116, 104)  # CLIP's mean pixel (0.4815, 0.4578, 0.4082) x 255: zero after normalising
 RECT_MARGIN = 0.1  # GrabCut's rectangle: the frame less this share on each side
 GRABCUT_ITERATIONS = 5
+GRABCUT_SIDE = 512  # larger photos are segmented at this longest side (seconds each at full size)
 Echo = Callable[[str], None]
 
 
@@ -140,14 +141,18 @@ def make_masks(*, settings: Settings, name: str, echo: Echo | None = None) -> tu
 
 
 def _mask_file(image_path: str, target: Path) -> str | None:
+    """The GrabCut mask of the image at ``image_path`` as a PNG of its size at ``target``."""
     try:
         with Image.open(image_path) as img:
-            rgb = np.asarray(img.convert("RGB"))
+            rgb = img.convert("RGB")
+            rgb.load()
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    mask = grabcut_mask(rgb)
+    small = rgb.copy()
+    small.thumbnail((GRABCUT_SIDE, GRABCUT_SIDE))
+    mask = Image.fromarray(grabcut_mask(np.asarray(small)).astype(np.uint8) * 255)
     out = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(out, format="PNG")
+    mask.resize(rgb.size, Image.Resampling.NEAREST).save(out, format="PNG")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, out.getvalue())
     return str(target)
