@@ -85,7 +85,7 @@ def _masks(args) -> int:
 
 
 def register(sub, *, common) -> None:
-    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, remove, list, encode")
+    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, remove, list, encode, masks")
     actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
 
     p = actions.add_parser(
