@@ -8,6 +8,7 @@ One module per concern:
 - ``items``: reading corpora back (``list_corpora``, ``load_items``, ``load_embeddings``): the API
   the analysis layer and the service read through;
 - ``encode``: ``tuwen corpus encode`` (the index build's stages over a corpus);
+- ``masks``: the mask modality (mask area, masked images) and ``tuwen corpus masks`` (GrabCut);
 - ``cli``: the ``tuwen corpus`` subcommands.
 
 The reading API is importable from here (``from indexer.corpus import load_items``); the commands'
@@ -20,6 +21,7 @@ from __future__ import annotations
 from indexer.corpus.items import (
     BUILTIN,
     IMAGE_SET,
+    MASK_SET,
     TEXT_SET,
     Attribute,
     CorpusEmbeddings,
@@ -37,6 +39,7 @@ from indexer.corpus.items import (
 __all__ = [
     "BUILTIN",
     "IMAGE_SET",
+    "MASK_SET",
     "TEXT_SET",
     "Attribute",
     "CorpusEmbeddings",

@@ -27,6 +27,7 @@ from indexer import store
 from indexer.corpus import changes
 from indexer.corpus.changes import DELETE, PUT, ItemData
 from indexer.corpus.items import CorpusInfo, check_name, corpus_info
+from indexer.corpus.masks import MaskInfo, mask_info
 from indexer.corpus.read import ParsedCorpus, read_corpus_file
 from indexer.ingest import check_paths
 from indexer.vector_cache import digest_text
@@ -92,6 +93,9 @@ def _checked_items(
     items = []
     for row in parsed.rows:
         status = next(checked) if row.image else None
+        mask = mask_info(row.mask) if row.mask else MaskInfo(None, None)
+        if row.mask and mask.area is None and echo:
+            echo(f"mask unreadable: {row.item_id} ({row.mask}): no mask embedding [{row.where}]")
         if status and status["status"] != store.STATUS_OK and echo:
             echo(f"{status['status']}: {row.item_id} ({row.image}): {status['detail']} [{row.where}]")
         items.append(
@@ -106,6 +110,9 @@ def _checked_items(
                 attributes=row.attributes,
                 image_sha256=status.get("sha256") if status else None,
                 caption_sha256=digest_text(row.caption) if row.caption else None,
+                mask_path=row.mask,
+                mask_sha256=mask.sha256,
+                mask_area=mask.area,
             )
         )
     return items

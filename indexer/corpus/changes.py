@@ -41,11 +41,15 @@ class ItemData:
     image_sha256: str | None = None
     caption_sha256: str | None = None
     image_detail: str = ""
+    mask_path: str | None = None  # the mask modality (0004): absolute path, its digest, its area share
+    mask_sha256: str | None = None
+    mask_area: float | None = None  # None: no mask, or it did not decode
 
     def content(self, kinds: dict[str, str]) -> tuple:
         """What tells a change: everything but the source."""
         values = {f: typed(v, kinds[f]) for f, v in self.attributes.items() if v is not None}
-        return (self.caption, self.image_path, self.image_status, self.image_sha256, self.time, values)
+        mask = (self.mask_path, self.mask_sha256)
+        return (self.caption, self.image_path, self.image_status, self.image_sha256, self.time, values, mask)
 
     def row(self, corpus: str, position: int) -> dict:
         return {
@@ -61,6 +65,9 @@ class ItemData:
             "time_int": self.time if isinstance(self.time, int) else None,
             "image_sha256": self.image_sha256,
             "caption_sha256": self.caption_sha256,
+            "mask_path": self.mask_path,
+            "mask_sha256": self.mask_sha256,
+            "mask_area": self.mask_area,
         }
 
     def data(self) -> dict:
@@ -97,7 +104,7 @@ def stored(
     """item id -> (stored position, ``ItemData.content``) of corpus ``name``'s items (all, or ``ids``)."""
     A, I = store.CorpusAttributeRecord, store.CorpusItemRecord  # noqa: E741
     columns = (I.position, I.item_id, I.caption, I.image_path, I.image_status, I.image_sha256)
-    query = select(*columns, I.time_at, I.time_int).where(I.corpus == name)
+    query = select(*columns, I.time_at, I.time_int, I.mask_path, I.mask_sha256).where(I.corpus == name)
     if ids is None:
         rows = session.execute(query).all()
     else:
@@ -110,10 +117,11 @@ def stored(
     for f, position, i, x, s in session.execute(attributes):
         values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
     out = {}
-    for position, item_id, caption, path, status, digest, at, number in rows:
+    for position, item_id, caption, path, status, digest, at, number, mask_path, mask_sha256 in rows:
         time = at if at is not None else number
         attributes = {f: typed(v, kinds.get(f, KIND_STR)) for f, v in values.get(position, {}).items()}
-        out[item_id] = (position, (caption, path, status, digest, time, attributes))
+        mask = (mask_path, mask_sha256)
+        out[item_id] = (position, (caption, path, status, digest, time, attributes, mask))
     return out
 
 

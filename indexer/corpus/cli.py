@@ -1,4 +1,4 @@
-"""``tuwen corpus add | list | encode`` (handlers import their stage lazily)."""
+"""``tuwen corpus add | remove | list | encode | masks`` (handlers import their stage lazily)."""
 
 from __future__ import annotations
 
@@ -77,8 +77,15 @@ def _encode(args) -> int:
     return 0
 
 
+def _masks(args) -> int:
+    from indexer.corpus.masks import make_masks
+
+    make_masks(settings=_settings(args), name=args.name, echo=say)
+    return 0
+
+
 def register(sub, *, common) -> None:
-    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, remove, list, encode")
+    corpus = sub.add_parser("corpus", help="any captioned-image collection: add, remove, list, encode, masks")
     actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
 
     p = actions.add_parser(
@@ -115,3 +122,10 @@ def register(sub, *, common) -> None:
     p.add_argument("name")
     add_encode_options(p)
     p.set_defaults(handler=_encode)
+
+    p = actions.add_parser(
+        "masks", help="a foreground mask per image (GrabCut, no downloaded weights), set as the items' masks"
+    )
+    common(p)
+    p.add_argument("name")
+    p.set_defaults(handler=_masks)

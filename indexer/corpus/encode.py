@@ -9,6 +9,8 @@ of the items it was encoded from, so ``load_embeddings`` never serves vectors of
 and the last change-log ``seq`` read before the items (changes after it stay in a server's delta).
 Only sources whose digest the store's ``vectors`` table lacks for the model are encoded
 (``indexer.vector_cache``).
+A corpus with masks also gets the set ``masks``: each item's image with its background blanked
+(``indexer.corpus.masks.masked_image``), not searched, read by ``load_embeddings`` as ``mask_vectors``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from indexer.collection.columns import Columns
 from indexer.corpus.changes import last_seq
 from indexer.corpus.items import (
     IMAGE_SET,
+    MASK_SET,
     TEXT_SET,
     CorpusItem,
     corpus_dir,
@@ -32,6 +35,7 @@ from indexer.corpus.items import (
     fingerprint,
     load_items,
 )
+from indexer.corpus.masks import MASKED_FOLDER, masked_image
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
@@ -42,8 +46,9 @@ from indexer.vector_cache import VectorCache
 log = logging.getLogger(__name__)
 
 
-def corpus_sets(items: list[CorpusItem]) -> list[EncodeSet]:
-    """The reader: the items' readable images and their captions, as encode sets (empty ones left out)."""
+def corpus_sets(items: list[CorpusItem], masked: Path | None = None) -> list[EncodeSet]:
+    """The reader: the items' readable images and their captions, as encode sets (empty ones left out);
+    with a ``masked`` folder also the masked images of the items with a decodable mask (MASK_SET)."""
     images = [
         EncodeRow(i.position, i.item_id, i.image_path) for i in items if i.image_status == store.STATUS_OK
     ]
@@ -51,8 +56,22 @@ def corpus_sets(items: list[CorpusItem]) -> list[EncodeSet]:
     sets = [
         EncodeSet(IMAGE_SET, "image", images, searchable=True),  # the service searches them
         EncodeSet(TEXT_SET, "text", texts, searchable=True),
+        EncodeSet(MASK_SET, "image", _masked_rows(items, masked) if masked else [], searchable=False),
     ]
     return [s for s in sets if s.rows]
+
+
+def _masked_rows(items: list[CorpusItem], folder: Path) -> list[EncodeRow]:
+    """A row per item with a readable image and a decodable mask: its masked image, composed once into
+    ``folder`` under the digest of the image's and the mask's bytes (so the vector cache, keyed on the
+    masked file's bytes, follows both)."""
+    rows = []
+    for i in items:
+        if i.image_status == store.STATUS_OK and i.mask_path and i.mask_area is not None:
+            path = masked_image(i.image_path, i.mask_path, folder)
+            if path is not None:
+                rows.append(EncodeRow(i.position, i.item_id, path))
+    return rows
 
 
 def encode_corpus(
@@ -72,7 +91,7 @@ def encode_corpus(
     with store.open_store(settings.store_url) as session:  # read before the items: nothing after it is lost
         seq = last_seq(session, name)
     items = load_items(settings=settings, name=name)
-    sets = corpus_sets(items)
+    sets = corpus_sets(items, corpus_dir(settings, name) / MASKED_FOLDER)
     if not sets:
         raise TuwenError(f"corpus {name} has no readable image and no caption: nothing to encode")
     mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)

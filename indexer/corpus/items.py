@@ -50,6 +50,9 @@ class CorpusItem:
     attributes: dict[str, Attribute] = field(default_factory=dict)
     image_sha256: str | None = None  # of the image file's bytes when it was added
     caption_sha256: str | None = None  # of the caption's UTF-8 text
+    mask_path: str | None = None  # absolute: the item's mask image (the optional ``mask`` field)
+    mask_sha256: str | None = None  # of the mask file's bytes
+    mask_area: float | None = None  # the share of the frame it covers; None: no mask or undecodable
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ class CorpusEmbeddings:
     text_vectors: np.ndarray | None
     image_mask: np.ndarray  # (n,) bool
     text_mask: np.ndarray
+    # the mask modality (set MASK_SET: each item's image with its background blanked); None when the
+    # corpus has no masks; mask_area (n,) float: the share of the frame its mask covers, NaN unknown
+    mask_vectors: np.ndarray | None = None
+    mask_mask: np.ndarray | None = None
+    mask_area: np.ndarray | None = None
 
 
 def check_name(name: str) -> str:
@@ -167,7 +175,7 @@ def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
         values.setdefault(position, {})[f] = i if i is not None else x if x is not None else s
     Item = store.CorpusItemRecord
     columns = (Item.position, Item.item_id, Item.caption, Item.image_path, Item.image_status)
-    digests = (Item.image_sha256, Item.caption_sha256)
+    digests = (Item.image_sha256, Item.caption_sha256, Item.mask_path, Item.mask_sha256, Item.mask_area)
     rows = session.execute(  # plain rows, not ORM objects: a third of the time at 50,000 items
         select(*columns, Item.time_at, Item.time_int, *digests)
         .where(Item.corpus == name)
@@ -179,10 +187,10 @@ def _load_items(session: store.Session, name: str) -> list[CorpusItem]:
             i, item_id, caption, image_path, image_status,
             time_at if time_at is not None else time_int,
             {f: values.get(position, {}).get(f) for f in fields},
-            image_sha256, caption_sha256,
+            image_sha256, caption_sha256, mask_path, mask_sha256, mask_area,
         )
         for i, (position, item_id, caption, image_path, image_status, time_at, time_int, image_sha256,
-                caption_sha256) in enumerate(rows)
+                caption_sha256, mask_path, mask_sha256, mask_area) in enumerate(rows)
     ]  # fmt: skip
 
 
@@ -286,6 +294,8 @@ def fingerprint(items: list[CorpusItem]) -> str:
         fields = (item.item_id, item.caption or "", item.image_path or "", item.image_status or "")
         if item.image_sha256:  # an image file replaced in place is a change (digests since issue 19)
             fields += (item.image_sha256,)
+        if item.mask_path:  # a mask added, changed or gone is a change (the mask modality, 0004)
+            fields += ("mask", item.mask_path, item.mask_sha256 or "")
         digest.update(("\x1f".join(fields) + "\x1e").encode("utf-8"))
     return digest.hexdigest()
 
@@ -293,10 +303,12 @@ def fingerprint(items: list[CorpusItem]) -> str:
 # --- Embeddings (``tuwen corpus encode``): a generation under corpora/<name>/ ----------------------
 #
 # The generation holds the sets IMAGE_SET and TEXT_SET (vectors of the items with a usable image /
-# a caption, ids = item ids); its manifest's ``source`` names the corpus and the fingerprint of the
-# items it was encoded from, so embeddings of a corpus that changed since are never served.
+# a caption, ids = item ids), and MASK_SET when the corpus has masks (the masked images of the items
+# with a usable image and a decodable mask); its manifest's ``source`` names the corpus and the
+# fingerprint of the items it was encoded from, so embeddings of a corpus that changed since are never
+# served.
 
-IMAGE_SET, TEXT_SET = "images", "texts"
+IMAGE_SET, TEXT_SET, MASK_SET = "images", "texts", "masks"
 
 
 def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
@@ -314,13 +326,19 @@ def load_embeddings(*, settings: Settings, name: str) -> CorpusEmbeddings:
     positions = {item.item_id: item.position for item in items}
     image_vectors, image_mask = _aligned(generation, IMAGE_SET, positions)
     text_vectors, text_mask = _aligned(generation, TEXT_SET, positions)
-    return CorpusEmbeddings(
+    embeddings = CorpusEmbeddings(
         model_id=generation.model_id,
         image_vectors=image_vectors,
         text_vectors=text_vectors,
         image_mask=image_mask,
         text_mask=text_mask,
     )
+    if any(item.mask_path for item in items):
+        embeddings.mask_vectors, embeddings.mask_mask = _aligned(generation, MASK_SET, positions)
+        embeddings.mask_area = np.array(
+            [np.nan if item.mask_area is None else item.mask_area for item in items], dtype=np.float64
+        )
+    return embeddings
 
 
 def _aligned(

@@ -1,6 +1,7 @@
 """Reading a corpus file into typed rows: CSV (any encoding ingest detects), JSONL, or a JSON array.
 
 Fields: ``id`` (else the row number), ``image`` (a path relative to the images folder), ``caption``,
+``mask`` (optional: a mask image of the item, nonzero = garment, relative like ``image``),
 ``time`` (ISO date/datetime or an integer, one kind per corpus) and any other scalar field, kept
 as a typed attribute (int, float, str; true/false as 1/0). Every complaint names the file and the
 row (``file:line`` for CSV and JSONL, ``file: item N`` for a JSON array) and stops the read.
@@ -18,7 +19,7 @@ from pathlib import Path
 from common.errors import TuwenError
 from indexer.csv_io import detect_encoding, read_csv
 
-RESERVED = ("id", "image", "caption", "time")
+RESERVED = ("id", "image", "caption", "time", "mask")
 TIME_DATETIME, TIME_INT = "datetime", "int"
 KIND_INT, KIND_FLOAT, KIND_STR = "int", "float", "str"
 _INT64 = 2**63
@@ -46,6 +47,7 @@ class ParsedRow:
     image: str | None  # absolute path
     time: datetime | int | None
     attributes: dict[str, Scalar]
+    mask: str | None = None  # absolute path of the item's mask image (the optional ``mask`` field)
 
 
 @dataclass
@@ -182,6 +184,7 @@ def _parse_row(raw: RawRow, base: Path, fields: dict[str, str]) -> ParsedRow:
         raise TuwenError(f"{raw.where}: id {item_id[:40]!r}... is longer than {MAX_NAME} characters")
     caption = _text(values.get("caption"))
     image = _text(values.get("image"))
+    mask = _text(values.get("mask"))
     if caption is None and image is None:
         raise TuwenError(f"{raw.where}: the row has neither an image nor a caption")
     return ParsedRow(
@@ -191,6 +194,7 @@ def _parse_row(raw: RawRow, base: Path, fields: dict[str, str]) -> ParsedRow:
         image=str((base / Path(image).expanduser()).resolve()) if image else None,
         time=parse_time(values.get("time"), where=raw.where),
         attributes={n: _convert(values.get(n), kind) for n, kind in fields.items()},
+        mask=str((base / Path(mask).expanduser()).resolve()) if mask else None,
     )
 
 

@@ -104,6 +104,10 @@ class CorpusItemRecord(Base):
     time_int: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # time_kind "int"
     image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the file's bytes
     caption_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of its UTF-8 text
+    # the mask modality (0004): a mask image per item (nonzero = garment), its digest and its area share
+    mask_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # absolute; None: no mask
+    mask_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the mask file's bytes
+    mask_area: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the mask did not decode
 
 
 class CorpusAttributeRecord(Base):
