@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import TypeVar
 
 from analysis.data import CorpusData
 from analysis.load import load_corpus_data, report_dir
@@ -37,6 +39,18 @@ from analysis.report import markdown_table
 from common.console import say
 from common.reports import report_page
 from common.settings import get_settings
+
+OptionsT = TypeVar("OptionsT")
+
+
+def options_from_args(cls: type[OptionsT], args: argparse.Namespace, **parsed) -> OptionsT:
+    """The study's options object from the flags named after its fields (the rest keep the
+    dataclass's defaults), with ``parsed`` values (comma lists turned into tuples) in place of theirs;
+    checked before any corpus is read."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    options = cls(**{**given, **parsed})
+    options.check()
+    return options
 
 
 def study_parser(studies, study: str, *, help: str, common, handler: Callable) -> argparse.ArgumentParser:
@@ -114,19 +128,7 @@ def _add_clusters(studies, common) -> None:
 def _clusters_command(args) -> int:
     from analysis.clusters_report import run_clusters  # heavy (scikit-learn, UMAP, matplotlib): on use only
 
-    options = ClusterOptions(
-        modality=args.modality,
-        text=args.text,
-        reduce=args.reduce,
-        method=args.method,
-        k=args.k,
-        by=args.by,
-        seed=args.seed,
-        min_cluster_size=args.min_cluster_size,
-        exemplars=args.exemplars,
-        min_mask_area=args.min_mask_area,
-    )
-    options.check()
+    options = options_from_args(ClusterOptions, args)
     out, data = study_inputs(args, "clusters")
     return finished(run_clusters(data, out=out, options=options))
 
@@ -153,8 +155,7 @@ def _add_alignment(studies, common) -> None:
 def _alignment_command(args) -> int:
     from analysis.alignment import run_alignment  # heavy (matplotlib): on use only
 
-    options = AlignmentOptions(n=args.n, gallery=args.gallery, seed=args.seed)
-    options.check()
+    options = options_from_args(AlignmentOptions, args)
     out, data = study_inputs(args, "alignment")
     return finished(run_alignment(data, options, out=out))
 
@@ -198,22 +199,12 @@ def _add_trend(studies, common) -> None:
 def _trend_command(args) -> int:
     from analysis.trend import run_trend  # heavy (scikit-learn, torch): on use only
 
-    options = TrendOptions(
-        label=args.label,
-        period=args.period,
-        threshold=args.threshold,
-        rule=args.rule,
-        window=args.window,
-        test_fraction=args.test_fraction,
+    options = options_from_args(
+        TrendOptions,
+        args,
         features=parse_list(args.features, allowed=TREND_FEATURES, option="--features"),
         models=parse_list(args.models, allowed=SEQUENCE_MODELS, option="--models"),
-        seeds=args.seeds,
-        seed=args.seed,
-        epochs=args.epochs,
-        components=args.components,
-        min_mask_area=args.min_mask_area,
     )
-    options.check()
     out, data = study_inputs(args, f"trend-{args.label}")
     result = run_trend(data, options, out=out)
     return finished(result["report"], table=result["table"], verdict=str(result["verdict"]))
@@ -241,15 +232,9 @@ def _add_classify(studies, common) -> None:
 def _classify_command(args) -> int:
     from analysis.classify import run_classify  # heavy (scikit-learn, torch): on use only
 
-    options = ClassifyOptions(
-        label=args.label,
-        folds=args.folds,
-        text=args.text,
-        fusion=parse_list(args.fusion, allowed=FUSIONS, option="--fusion"),
-        seed=args.seed,
-        min_mask_area=args.min_mask_area,
+    options = options_from_args(
+        ClassifyOptions, args, fusion=parse_list(args.fusion, allowed=FUSIONS, option="--fusion")
     )
-    options.check()
     out, data = study_inputs(args, f"classify-{args.label}")
     result = run_classify(data, options, out=out)
     return finished(result["report"], table=result["table"], verdict=str(result["verdict"]))

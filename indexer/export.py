@@ -12,8 +12,9 @@ encoded now with the generation's model from the store's training pairs.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -30,11 +31,21 @@ BANK_SETS = {"text_queries": "bank_texts", "image_queries": "bank_images"}  # pe
 
 def write_result(loaded: LoadedIndex, task: Task, out_dir: Path) -> Path:
     """Write and validate one result file, then rename it into place (a failed check leaves the old one)."""
-    target = Path(out_dir) / task.filename
+
+    def write(fh: TextIO) -> None:
+        for chunk in csv_chunks(loaded, task):
+            fh.write(chunk)
+
+    return write_validated(loaded, task, Path(out_dir), write)
+
+
+def write_validated(loaded: LoadedIndex, task: Task, out_dir: Path, write: Callable[[TextIO], None]) -> Path:
+    """``write`` the task's file into a temporary file, validate it against the index's ids with
+    ``indexer.results``, then rename it into place: the one path of every result file."""
+    target = out_dir / task.filename
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            for chunk in csv_chunks(loaded, task):
-                fh.write(chunk)
+            write(fh)
         validate_result(
             tmp,
             task=task,
@@ -147,20 +158,14 @@ def write_ranked(
     rows: Iterator[tuple[str, list[str]]], task: Task, loaded: LoadedIndex, out_dir: Path
 ) -> Path:
     """Write ``rows`` as ``task``'s file, validated before it replaces the old one."""
-    target = out_dir / task.filename
-    with atomic_path(target) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(task.header)
-            for query_id, ids in rows:
-                writer.writerows((query_id, rank, cid) for rank, cid in enumerate(ids, start=1))
-        validate_result(
-            tmp,
-            task=task,
-            query_ids=loaded.sets[task.queries].ids,
-            candidate_ids=loaded.sets[task.candidates].ids,
-        )
-    return target
+
+    def write(fh: TextIO) -> None:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(task.header)
+        for query_id, ids in rows:
+            writer.writerows((query_id, rank, cid) for rank, cid in enumerate(ids, start=1))
+
+    return write_validated(loaded, task, out_dir, write)
 
 
 def export_results(
