@@ -55,7 +55,7 @@ def index_corpus(
         say=say,
         index_factory=index_factory,
         columns=columns,
-        cache=VectorCache(settings.store_url),
+        cache=VectorCache(settings.store_url) if options.reuse else None,
     )
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return final

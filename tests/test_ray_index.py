@@ -96,6 +96,7 @@ def _build(settings, runner=None) -> Path:
         batch_size=BATCH,
         workers=0,
         progress=False,
+        reuse=False,  # encode every row: the runners are compared, not the saved vectors
         **kwargs,
     )
     return gen

@@ -124,7 +124,14 @@ def _tuwen_index(home, model: str, *, database_url: str | None = None) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _expected(settings, generation: str, encoder, inputs) -> dict[tuple, list[str]]:
+class Answer(list):
+    """A generation's brute-force top K for one input (the ids, a list) and every candidate's exact
+    score under its model (``scores``)."""
+
+    scores: dict[str, float]
+
+
+def _expected(settings, generation: str, encoder, inputs) -> dict[tuple, Answer]:
     """What ``generation`` alone answers for every input: its model, its vectors, brute force."""
     from indexer.index_files import load_generation
 
@@ -134,8 +141,25 @@ def _expected(settings, generation: str, encoder, inputs) -> dict[tuple, list[st
         for i, value in enumerate(values):
             vector = encoder.encode_texts([value])[0] if kind == "text" else image_vector(encoder, value)
             vs = sets[name]
-            out[(kind, i)] = [vs.ids[j] for j in np.argsort(-(vs.vectors @ vector), kind="stable")[:K]]
+            scores = vs.vectors @ vector
+            answer = Answer(vs.ids[j] for j in np.argsort(-scores, kind="stable")[:K])
+            answer.scores = dict(zip(vs.ids, scores.tolist(), strict=True))
+            out[(kind, i)] = answer
     return out
+
+
+# The server encodes an image query on its backend and the test on PyTorch: near-ties (closer than
+# this in cosine) may trade places. A mix (one model's query in the other's vectors) is caught by the
+# ranks' scores, which must each equal the generation's exact score at that rank within it.
+TIE = 1e-2
+
+
+def answers(expected: Answer, ids: list[str]) -> bool:
+    """``ids`` is ``expected``'s generation's answer, up to swaps of near-ties."""
+    best = sorted(expected.scores.values(), reverse=True)[: len(expected)]
+    return len(ids) == len(expected) == len(set(ids)) and all(
+        abs(expected.scores.get(i, -2.0) - b) <= TIE for i, b in zip(ids, best, strict=True)
+    )
 
 
 @pytest.mark.slow
@@ -215,7 +239,7 @@ def test_concurrent_queries_through_rebuilds_both_ways_never_fail_or_mix(
     assert len(set(gens)) == 3 and {g for _, g, _ in seen} == set(gens)
     # a mix (other model + tiny's vectors, or the reverse) would give other ids than either alone
     assert all(expected[gens[0]][key] != expected[gens[1]][key] for key in expected[gens[0]])
-    wrong = [(key, g, ids) for key, g, ids in seen if ids != expected[g][key]]
+    wrong = [(key, g, ids) for key, g, ids in seen if not answers(expected[g][key], ids)]
     assert not wrong, wrong[:3]
     per_gen = {g: sum(1 for _, seen_g, _ in seen if seen_g == g) for g in gens}
     assert min(per_gen.values()) >= 8, per_gen

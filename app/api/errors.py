@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.corpus_search import UnknownCorpus, UnknownItem
 from app.core.store_health import RETRY_AFTER_S, UNREACHABLE, unreachable_cause
@@ -33,6 +36,17 @@ def _store_down(request: Request, exc: BaseException) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def allowed_methods(request: Request) -> set[str]:
+    """Every method some route of this path answers (one path, e.g. an item, may have a GET route
+    and a PUT / DELETE route in another router)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TuwenError)
     async def tuwen_error(request: Request, exc: TuwenError) -> JSONResponse:
@@ -49,6 +63,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnknownItem)
     async def unknown(_request: Request, exc: TuwenError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:  # Starlette lists the first route's methods: list every route's
+            headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed_methods(request)))}
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+        return await http_exception_handler(request, exc)
 
     for kind in UNREACHABLE:
         app.add_exception_handler(kind, lambda request, exc: _store_down(request, exc))

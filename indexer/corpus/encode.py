@@ -107,7 +107,7 @@ def encode_corpus(
         say=say,
         source=source,
         columns={None: columns},  # what a search returns, so the server needs no database
-        cache=VectorCache(settings.store_url),
+        cache=VectorCache(settings.store_url) if options.reuse else None,
     )
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")

@@ -51,6 +51,14 @@ class EncodeOptions:
             metavar="auto|ADDRESS",
         ),
     )
+    reuse: bool = field(
+        default=True,
+        metadata=_flag(
+            "look every image and caption up in the saved vectors (model + content digest) and encode "
+            "only the misses; --no-reuse encodes everything again",
+            action=argparse.BooleanOptionalAction,
+        ),
+    )
     progress: bool = True  # progress bars on stderr (not a flag: commands show them)
 
     @classmethod

@@ -16,11 +16,15 @@ from app.api.deps import SettingsDep, StateDep, require_admin, require_store
 from app.core import corpus_writes
 from app.core.corpus_writes import PutRequest, WriteError
 from app.core.uploads import read_upload
+from app.schemas import ErrorOut
 
 router = APIRouter(
     prefix="/api/corpora",
     tags=["corpora"],
     dependencies=[Depends(require_admin), Depends(require_store)],
+    # the admin key (401, 403 when writes are off), the corpus and item (404), a stale corpus (409),
+    # the input (413 upload too large, 422), the store (503 with Retry-After)
+    responses={code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 503)},
 )
 
 
