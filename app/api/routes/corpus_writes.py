@@ -16,7 +16,7 @@ from app.api.deps import SettingsDep, StateDep, require_admin, require_store
 from app.core import corpus_writes
 from app.core.corpus_writes import PutRequest, WriteError
 from app.core.uploads import read_upload
-from app.schemas import ErrorOut
+from app.schemas import ErrorOut, SearchInputError
 
 router = APIRouter(
     prefix="/api/corpora",
@@ -24,7 +24,8 @@ router = APIRouter(
     dependencies=[Depends(require_admin), Depends(require_store)],
     # the admin key (401, 403 when writes are off), the corpus and item (404), a stale corpus (409),
     # the input (413 upload too large, 422), the store (503 with Retry-After)
-    responses={code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 503)},
+    responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 503)}
+    | {422: {"model": SearchInputError}},  # ours names the field; FastAPI's lists the body's errors
 )
 
 
