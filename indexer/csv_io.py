@@ -39,14 +39,19 @@ def detect_encoding(raw: bytes, path: Path) -> str:
     return best.encoding
 
 
-def read_csv(path: Path, *, required: list[str]) -> CsvTable:
-    """Rows of ``path`` as dicts keyed by the (trimmed) header; ``required`` columns must exist."""
+def read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the encoding it was decoded with (detected; a clear error if unreadable)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise TuwenError(f"{path}: cannot read ({exc.strerror})") from exc
     encoding = detect_encoding(raw, path)
-    text = raw.decode(encoding)
+    return raw.decode(encoding), encoding
+
+
+def read_csv(path: Path, *, required: list[str]) -> CsvTable:
+    """Rows of ``path`` as dicts keyed by the (trimmed) header; ``required`` columns must exist."""
+    text, encoding = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader)]

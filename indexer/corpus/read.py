@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from common.errors import TuwenError
-from indexer.csv_io import detect_encoding, read_csv
+from indexer.csv_io import read_csv, read_text
 
 RESERVED = ("id", "image", "caption", "time", "mask")
 TIME_DATETIME, TIME_INT = "datetime", "int"
@@ -116,12 +116,7 @@ def _read_raw(path: Path) -> tuple[str, str, list[RawRow]]:
             for number, (line, row) in enumerate(table.rows, start=1)
         ]
         return "csv", table.encoding, rows
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TuwenError(f"{path}: cannot read ({exc.strerror})") from exc
-    encoding = detect_encoding(raw, path)
-    text = raw.decode(encoding)
+    text, encoding = read_text(path)
     if suffix == ".json" and text.lstrip().startswith("["):
         return "json", encoding, _json_array(path, text)
     return "jsonl", encoding, _json_lines(path, text)
