@@ -34,6 +34,9 @@ def _demo(home: Path, port: int, *extra: str, log: Path) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a process group of its own, like a terminal's
+        # SIGINT inherited ignored, as a script's ``cmd &`` (and CI) leaves it: the harder case,
+        # the demo must claim Ctrl-C itself (a terminal's default is the easy one)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
 
 

@@ -71,12 +71,16 @@ def _interrupt(signum, frame) -> None:
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a supervisor) stops the demo as Ctrl-C does: through its ``finally``."""
+    """SIGTERM (``kill``, a supervisor) and SIGINT stop the demo as Ctrl-C does: through its
+    ``finally``. SIGINT is claimed too because a process started in the background of a script
+    inherits it ignored (bash does that to ``cmd &``), and Python then never raises
+    KeyboardInterrupt: the demo would go on training after a Ctrl-C sent to its group."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
