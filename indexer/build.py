@@ -3,6 +3,11 @@
 A short composition of the stages in ``indexer.encode``: the reader's four competition sets,
 an ``EncodeMapper`` built from the ``EncodeOptions``, and a ``GenerationWriter`` on
 ``$TUWEN_HOME/index``, driven by a runner (``run_local``, or Ray with ``options.ray``).
+
+QB-Norm's query bank (``indexer.query_bank``): up to ``options.bank_size`` training pairs are
+encoded as the sets ``bank_texts`` / ``bank_images`` beside the others (same runner, same vector
+cache), and once every set is written the statistics of each candidate set against its bank are
+stored in the generation (``<set>.qbnorm.npz``), for the service's ``rerank=qb-norm``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from indexer.collection.columns import Columns
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
-from indexer.encode.reader import EncodeSet, competition_sets
+from indexer.encode.reader import EncodeSet, bank_sets, competition_sets
 from indexer.encode.runner import Runner, build_generation
+from indexer.encode.writer import GenerationWriter
+from indexer.query_bank import BANK_OF_CANDIDATES, write_set_bank
 from indexer.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
@@ -45,10 +52,18 @@ def index_corpus(
     runner = runner or runner_for(options.ray)
     say = echo or log.info
     sets = competition_sets(settings, say)
-    mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)
+    mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)  # int8: calibrated on these
     columns = {s.name: set_columns(s) for s in sets if s.searchable}  # the server reads no store
+    banks = bank_sets(settings, size=options.bank_size)
+    if banks:
+        say(f"QB-Norm query bank: {len(banks[0].rows)} training captions and their images")
+
+    def finish(writer: GenerationWriter) -> None:
+        for candidates, bank in BANK_OF_CANDIDATES.items():
+            write_set_bank(writer, candidates, bank, rows=None, drawn=options.bank_size)
+
     final, counts = build_generation(
-        sets,
+        sets + banks,
         mapper=mapper,
         root=settings.index_dir,
         runner=runner,
@@ -56,6 +71,7 @@ def index_corpus(
         index_factory=index_factory,
         columns=columns,
         cache=VectorCache(settings.store_url) if options.reuse else None,
+        finish=finish,
     )
     say(f"index generation {final.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return final

@@ -5,8 +5,9 @@ With ``rerank`` (``indexer.rerank``) and ``ensemble`` (several index generations
 own model over the same ingested sets, their similarity matrices averaged before any re-ranking)
 the top 5 are computed here from the generations' vectors; the files pass the same validation.
 QB-Norm's bank: the training captions of 附件1 for text→image, the training images for
-image→text, read from a generation's ``bank_texts`` / ``bank_images`` sets when it has them, else
-encoded now with the generation's model from the store's training pairs.
+image→text (``indexer.query_bank``): the statistics ``tuwen index`` stored with the generation
+when its bank was drawn with the same ``--bank-size``, else computed from its ``bank_texts`` /
+``bank_images`` sets, else from a bank encoded now with the generation's model.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from common.files import atomic_path
 from common.settings import Settings
 from indexer import rerank, store
 from indexer.index_files import LoadedIndex, load_current, load_generation
+from indexer.query_bank import BANK_SETS, statistics, training_bank
 from indexer.results import TASKS, TOP_K, Task, csv_chunks, has_task, validate_result
 from models.encoder import open_encoder
-
-BANK_SETS = {"text_queries": "bank_texts", "image_queries": "bank_images"}  # per query set: its bank
 
 
 def write_result(loaded: LoadedIndex, task: Task, out_dir: Path) -> Path:
@@ -94,16 +94,16 @@ def similarity_blocks(gens: Sequence[LoadedIndex], queries: str, candidates: str
 
 
 def encode_bank(settings: Settings, loaded: LoadedIndex, kind: str, *, size: int) -> np.ndarray:
-    """QB-Norm's bank vectors of one generation: its stored set, else the store's training captions
-    (``kind`` "text") or images ("image"), encoded with the generation's model."""
-    stored = loaded.sets.get(BANK_SETS["text_queries" if kind == "text" else "image_queries"])
-    if stored is not None:
+    """QB-Norm's bank vectors of one generation: the set ``tuwen index`` stored when it was drawn
+    with this ``size``, else the store's training captions (``kind`` "text") or images ("image"),
+    drawn alike (``query_bank.training_bank``) and encoded now with the generation's model."""
+    name = BANK_SETS[store.TEXT_QUERIES if kind == "text" else store.IMAGE_QUERIES]
+    stored = loaded.sets.get(name)
+    if stored is not None and _drawn(loaded, name) in (None, size):
         return np.asarray(stored.vectors, dtype=np.float32)
-    with store.open_store(settings.store_url) as session:
-        pairs = store.list_training_pairs(session)
-    if not pairs:
+    bank = training_bank(settings, size=size)
+    if not bank:
         raise TuwenError("qb-norm needs a query bank: ingest 附件1 (the training pairs) first")
-    bank = [pairs[i] for i in rerank.bank_sample(pairs, size=size)]
     encoder = open_encoder(model=loaded.manifest.model_spec, settings=settings)
     if kind == "text":
         return encoder.encode_texts([caption for _, caption, _ in bank])
@@ -111,23 +111,26 @@ def encode_bank(settings: Settings, loaded: LoadedIndex, kind: str, *, size: int
     return vectors
 
 
+def _drawn(loaded: LoadedIndex, bank_set: str) -> int | None:
+    """The bank size ``tuwen index`` drew ``bank_set`` with (None: not recorded)."""
+    for found in loaded.banks.values():
+        if found.bank_set == bank_set:
+            return found.drawn
+    return None
+
+
 def bank_statistics(
     settings: Settings, gens: Sequence[LoadedIndex], task: Task, *, size: int
 ) -> rerank.QueryBankStats:
     """QB-Norm's statistics for ``task`` (its queries' bank against its candidates), averaged over
-    the generations of an ensemble as their similarities are."""
-    kind = "text" if task.queries == "text_queries" else "image"
+    the generations of an ensemble as their similarities are (``query_bank.statistics``: the code
+    ``tuwen index`` stored a generation's own with, which one generation reuses as they are)."""
+    stored = gens[0].banks.get(task.candidates)
+    if len(gens) == 1 and stored is not None and stored.drawn == size:
+        return stored.stats
+    kind = "text" if task.queries == store.TEXT_QUERIES else "image"
     banks = [encode_bank(settings, g, kind, size=size) for g in gens]
-
-    def blocks():
-        for start in range(0, len(banks[0]), rerank.CHUNK):
-            sims = [
-                b[start : start + rerank.CHUNK] @ np.asarray(g.sets[task.candidates].vectors).T
-                for b, g in zip(banks, gens, strict=True)
-            ]
-            yield np.mean(sims, axis=0)
-
-    return rerank.bank_stats_of_blocks(blocks(), len(gens[0].sets[task.candidates].ids))
+    return statistics(banks, [g.sets[task.candidates].vectors for g in gens])[0]
 
 
 def ranked(

@@ -9,6 +9,9 @@ Layout under ``$TUWEN_HOME/index``::
                                      competition: image_candidates, text_candidates,
                                      text_queries, image_queries
         <set>.faiss              for the searchable sets (the two candidate sets)
+        <set>.qbnorm.npz         QB-Norm's statistics of a searchable set against its query
+                                 bank (``indexer.query_bank``); bank_texts / bank_images: the
+                                 competition's bank (training captions and images)
         columns/<set>/           what a search returns of the searchable sets' items (captions,
                                  image paths): ``indexer.collection.Columns``; a corpus's
                                  generation keeps its items' columns in ``columns/``
@@ -35,6 +38,7 @@ from common.errors import TuwenError
 from common.files import publish_folder, write_atomic
 from indexer import store
 from indexer.manifest import MANIFEST_FILE, Manifest
+from indexer.query_bank import SetBank, load_banks
 
 # The sets of a competition generation are named after the store collections they encode.
 CANDIDATE_SETS = (store.IMAGE_CANDIDATES, store.TEXT_CANDIDATES)
@@ -140,6 +144,7 @@ class LoadedIndex:
     path: Path
     manifest: Manifest
     sets: dict[str, VectorSet] = field(default_factory=dict)
+    banks: dict[str, SetBank] = field(default_factory=dict)  # QB-Norm, per searchable set that has one
 
     @property
     def model_id(self) -> str:
@@ -151,6 +156,14 @@ class LoadedIndex:
                 f"the index in {self.path} was built with model {self.model_id}, not "
                 f"{model_id}: rebuild it with `tuwen index --model ...` or query with that model"
             )
+
+    def bank_vectors(self, set_name: str) -> np.ndarray | None:
+        """The vectors of ``set_name``'s QB-Norm bank (rows of one of this generation's sets), in
+        memory: a put item's column is computed from them (``SetBank.columns``). None without one."""
+        found = self.banks.get(set_name)
+        if found is None or found.bank_set not in self.sets:
+            return None
+        return np.asarray(self.sets[found.bank_set].vectors[found.bank_rows], dtype=np.float32)
 
     def search(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-``k`` (scores, ids) in candidate set ``name`` for each row of ``queries``."""
@@ -183,6 +196,7 @@ def load_generation(path: Path) -> LoadedIndex:
         faiss_file = path / f"{name}.faiss"
         index = faiss.read_index(str(faiss_file)) if faiss_file.is_file() else None
         loaded.sets[name] = VectorSet(ids, vectors, index)
+    loaded.banks = load_banks(path, [n for n, vs in loaded.sets.items() if vs.index is not None])
     return loaded
 
 

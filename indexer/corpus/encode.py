@@ -9,6 +9,9 @@ of the items it was encoded from, so ``load_embeddings`` never serves vectors of
 and the last change-log ``seq`` read before the items (changes after it stay in a server's delta).
 Only sources whose digest the store's ``vectors`` table lacks for the model are encoded
 (``indexer.vector_cache``).
+QB-Norm's statistics (``indexer.query_bank``) are stored per target once the sets are written: the
+bank of the images is a sample of at most ``options.bank_size`` of the corpus's own captions, that
+of the captions a sample of its images, rows the generation already holds (nothing more to encode).
 A corpus with masks also gets the set ``masks``: each item's image with its background blanked
 (``indexer.corpus.masks.masked_image``), not searched, read by ``load_embeddings`` as ``mask_vectors``.
 """
@@ -41,6 +44,8 @@ from indexer.encode.options import EncodeOptions
 from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeRow, EncodeSet
 from indexer.encode.runner import Runner, build_generation
+from indexer.encode.writer import GenerationWriter
+from indexer.query_bank import corpus_bank_rows, write_set_bank
 from indexer.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,13 @@ def encode_corpus(
     source = {"corpus": name, "rows": len(items), "fingerprint": fingerprint(items), "seq": seq}
     info = corpus_info(settings=settings, name=name)  # the declared kinds, not guessed from values
     columns = Columns.from_items(items, fields=info.fields, time_kind=info.time_kind)
+
+    def finish(writer: GenerationWriter) -> None:
+        for candidates, bank in ((IMAGE_SET, TEXT_SET), (TEXT_SET, IMAGE_SET)):
+            if bank in writer.counts:
+                rows = corpus_bank_rows(writer.read_set(bank)[0], size=options.bank_size)
+                write_set_bank(writer, candidates, bank, rows=rows, drawn=options.bank_size)
+
     final, written = build_generation(
         sets,
         mapper=mapper,
@@ -108,6 +120,7 @@ def encode_corpus(
         source=source,
         columns={None: columns},  # what a search returns, so the server needs no database
         cache=VectorCache(settings.store_url) if options.reuse else None,
+        finish=finish,
     )
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     say(f"corpus {name} encoded ({len(items)} rows): {counts}; generation {final}")

@@ -18,6 +18,7 @@ from typing import Any
 from common.vocabulary import BACKENDS, ENCODE_PRECISIONS
 
 DEFAULT_BATCH = 64  # per tower call; the mapper's default too
+DEFAULT_BANK_SIZE = 5000  # QB-Norm's query bank (indexer.rerank.DEFAULT_BANK_SIZE: a test checks)
 
 
 def _flag(help: str, **argparse_kwargs: Any) -> dict[str, Any]:
@@ -57,6 +58,14 @@ class EncodeOptions:
             "look every image and caption up in the saved vectors (model + content digest) and encode "
             "only the misses; --no-reuse encodes everything again",
             action=argparse.BooleanOptionalAction,
+        ),
+    )
+    bank_size: int = field(
+        default=DEFAULT_BANK_SIZE,
+        metadata=_flag(
+            "QB-Norm's query bank, kept with the generation for the service's rerank qb-norm: at most "
+            "this many training captions and images (index) or the corpus's own (corpus encode); 0: none",
+            type=int,
         ),
     )
     progress: bool = True  # progress bars on stderr (not a flag: commands show them)

@@ -20,6 +20,7 @@ import numpy as np
 from common.errors import TuwenError
 from common.settings import Settings
 from indexer import store
+from indexer.query_bank import BANK_SETS, training_bank
 
 Kind = Literal["image", "text"]
 OnError = Literal["drop", "fill_mean"]
@@ -110,6 +111,22 @@ def competition_sets(settings: Settings, say: Say) -> list[EncodeSet]:
         ),
     ]
     return [s for s in sets if s.rows]
+
+
+def bank_sets(settings: Settings, *, size: int) -> list[EncodeSet]:
+    """QB-Norm's query bank of the competition (``indexer.query_bank.training_bank``: at most
+    ``size`` training pairs, one caption per image) as two sets, ``bank_texts`` (their captions)
+    and ``bank_images`` (their images; one that fails to decode is left out), ids the image ids;
+    none without training pairs or with ``size`` 0."""
+    bank = training_bank(settings, size=size)
+    if not bank:
+        return []
+    texts = [EncodeRow(i, image_id, caption) for i, (image_id, caption, _) in enumerate(bank)]
+    images = [EncodeRow(i, image_id, path) for i, (image_id, _, path) in enumerate(bank)]
+    return [
+        EncodeSet(BANK_SETS[store.TEXT_QUERIES], "text", texts, searchable=False),
+        EncodeSet(BANK_SETS[store.IMAGE_QUERIES], "image", images, searchable=False),
+    ]
 
 
 def _image_rows(records: list[store.ImageRecord]) -> list[EncodeRow]:

@@ -15,7 +15,7 @@ publishes afterwards, whatever the runner.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,16 +62,21 @@ def build_generation(
     source: dict | None = None,
     columns: dict[str | None, Any] | None = None,
     cache: Any = None,
+    finish: Callable[[GenerationWriter], None] | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """Encode ``sets`` with ``mapper`` through ``runner`` into a new generation under ``root`` and
     make it live; returns its folder and the rows per set. What ``tuwen index`` and
     ``tuwen corpus encode`` both do, with their own sets, root and ``source``; ``columns``
     (``Columns`` by set name, None for a corpus's items) are stored with the vectors. ``cache``
-    (``indexer.vector_cache.VectorCache``) wraps the runner so that only unsaved sources are encoded."""
+    (``indexer.vector_cache.VectorCache``) wraps the runner so that only unsaved sources are encoded.
+    ``finish`` runs once every set is written, before publishing: what is computed from the
+    written vectors (QB-Norm's statistics, ``indexer.query_bank``)."""
     say(mapper.describe())
     with GenerationWriter(root, index_factory=index_factory) as writer:
         (runner if cache is None else cache.wrap(runner))(sets, mapper, writer, say)
         for set_name, cols in (columns or {}).items():
             writer.write_columns(cols, set_name=set_name)
+        if finish is not None:
+            finish(writer)
         final = writer.publish(**mapper.model_fields(), source=source)
     return final, dict(writer.counts)

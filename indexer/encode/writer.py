@@ -18,6 +18,7 @@ publish to prune. Either way the previous live generation is untouched.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -70,6 +71,21 @@ class GenerationWriter:
             self.index_factories[name] = used
         self.sets.append(name)
         self.counts[name] = len(ids)
+
+    def read_set(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A set written so far: its ids and its vectors (memory-mapped from the temporary folder)."""
+        folder = self._folder()
+        if name not in self.counts:
+            raise KeyError(name)
+        ids = json.loads((folder / f"{name}.ids.json").read_text(encoding="utf-8"))
+        return ids, np.load(folder / f"{name}.npy", mmap_mode="r")
+
+    def file(self, name: str) -> Path:
+        """The path of one more file of the generation (e.g. ``<set>.qbnorm.npz``), to be written
+        before ``publish``, which fsyncs it with the rest."""
+        if "/" in name or name.startswith(".") or name == "manifest.json":
+            raise ValueError(f"bad file name {name!r}")
+        return self._folder() / name
 
     def write_columns(self, columns: Any, *, set_name: str | None = None) -> None:
         """Store the items' columns (``indexer.collection.Columns``): what a search returns, so the
