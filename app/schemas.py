@@ -6,17 +6,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+RERANK_SCORE = "with rerank qb-norm: the QB-Norm score the results are ordered by (null past its depth)"
+
 
 class ImageHit(BaseModel):
     image_id: str
     score: float = Field(description="cosine similarity, higher is closer")
     url: str = Field(description="path of the image bytes (GET)")
+    rerank_score: float | None = Field(None, description=RERANK_SCORE)
 
 
 class TextHit(BaseModel):
     text_id: str
     caption: str
     score: float
+    rerank_score: float | None = Field(None, description=RERANK_SCORE)
 
 
 class TextSearchOut(BaseModel):
@@ -142,6 +146,11 @@ class CorpusSearchIn(BaseModel):
         description='all must hold: {"category": "连衣裙", "price": {"gte": 100, "lt": 300}, '
         '"time": {"gte": "2024-03-01"}}; ops eq ne gt gte lt lte in nin',
     )
+    rerank: str = Field(
+        "none",
+        description="none | qb-norm: QB-Norm with the generation's query bank (a text query against "
+        "the images); the plain ranking's first 1,000 re-ranked, then paged",
+    )
 
 
 class CorpusHit(BaseModel):
@@ -151,6 +160,7 @@ class CorpusHit(BaseModel):
     image_url: str | None = Field(description="path of the image bytes (GET), None without an image")
     time: str | int | None
     attributes: dict[str, int | float | str | None]
+    rerank_score: float | None = Field(None, description=RERANK_SCORE)
 
 
 class CorpusSearchOut(BaseModel):
@@ -161,6 +171,7 @@ class CorpusSearchOut(BaseModel):
     next_offset: int | None = Field(description="offset of the next page; null on the last one")
     total: int = Field(description="items that pass the filter")
     plan: str = Field(description="how it was searched (index, filtered-index, brute)")
+    rerank: str = Field("none", description="the re-ranking applied: none | qb-norm")
 
 
 class CorpusItemOut(BaseModel):

@@ -13,6 +13,10 @@ Where a delta plugs in (issue 19: items put through the API since the generation
 assignment, ``SegmentSearch.with_delta``). ``CorpusRegistry.on_loaded`` runs for every newly
 loaded generation before it goes live: the place to attach the changes logged after the seq its
 manifest folded in.
+
+QB-Norm (``"rerank": "qb-norm"``, issue 21): each segment carries its generation's statistics
+(``LoadedIndex.banks``, loaded with the generation, never from the store); a put item's column
+is computed once from the generation's bank vectors (``ServedCorpus.put_columns``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -38,6 +43,7 @@ from indexer.corpus import IMAGE_SET, TEXT_SET, corpus_dir, fingerprint
 from indexer.corpus import load_items as load_corpus_items
 from indexer.index_files import COLUMNS, CURRENT, LoadedIndex, columns_dir, load_generation
 from indexer.manifest import Manifest
+from indexer.rerank import QueryBankStats
 
 log = logging.getLogger(__name__)
 TARGETS = ("image", "text")
@@ -68,6 +74,8 @@ class ServedCorpus:
         self.queries = queries
         self.builtin = builtin
         self.loaded_at = time.time()
+        self._put_columns: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # QB-Norm columns of put items
+        self._bank_vectors: dict[str, np.ndarray | None] = {}
         # what requests search: the base alone until a delta is attached (one reference)
         self.searches: dict[str, SegmentSearch] = {t: SegmentSearch(s) for t, s in segments.items()}
 
@@ -82,6 +90,29 @@ class ServedCorpus:
     @property
     def fingerprint(self) -> str | None:
         return (self.manifest.source or {}).get("fingerprint")
+
+    def put_columns(self, target: str, keys: Sequence[tuple], vectors: np.ndarray) -> QueryBankStats | None:
+        """QB-Norm's columns of put items (``keys``: one hashable per vector row, e.g. (id, seq)),
+        from the generation's bank (``SetBank.columns``), each computed once; None without a bank."""
+        set_name = CORPUS_SETS[target]
+        found = self.index.banks.get(set_name)
+        if found is None:
+            return None
+        if set_name not in self._bank_vectors:
+            self._bank_vectors[set_name] = self.index.bank_vectors(set_name)
+        bank = self._bank_vectors[set_name]
+        if bank is None:
+            return None
+        memo = self._put_columns
+        missing = [i for i, key in enumerate(keys) if (target, key) not in memo]
+        if missing:
+            fresh = found.columns(bank, np.asarray(vectors, dtype=np.float32)[missing])
+            for j, i in enumerate(missing):
+                memo[(target, keys[i])] = (fresh.log_norm[j], fresh.hubs[j])
+        columns = [memo[(target, key)] for key in keys]
+        log_norm = np.array([c[0] for c in columns], dtype=np.float64)
+        hubs = np.array([c[1] for c in columns], dtype=bool)
+        return QueryBankStats(log_norm, hubs, found.stats.beta, found.stats.k)
 
     def attach(self, deltas: dict[str, Delta | None]) -> None:
         """Search the base plus ``deltas`` (by target) from the next request on: one assignment."""
@@ -103,7 +134,8 @@ def load_corpus(corpus: str, path: Path, queries_for: QueryEncoderFor) -> Served
     for target, set_name in CORPUS_SETS.items():
         vs = index.sets.get(set_name)
         if vs is not None and vs.index is not None:
-            segments[target] = Segment(vs.vectors, vs.index, columns, vector_ids=vs.ids)
+            qb = index.banks[set_name].stats if set_name in index.banks else None
+            segments[target] = Segment(vs.vectors, vs.index, columns, vector_ids=vs.ids, qb=qb)
     return ServedCorpus(corpus=corpus, index=index, columns=columns, segments=segments, queries=queries)
 
 
@@ -122,7 +154,8 @@ def competition_corpora(index: LoadedIndex, queries: QueryEncoder) -> dict[str, 
             )  # fmt: skip
             continue
         columns = Columns.load(folder, mmap=True)
-        segment = Segment(vs.vectors, vs.index, columns, vector_ids=vs.ids)
+        qb = index.banks[set_name].stats if set_name in index.banks else None
+        segment = Segment(vs.vectors, vs.index, columns, vector_ids=vs.ids, qb=qb)
         served = ServedCorpus(
             corpus=set_name,
             index=index,

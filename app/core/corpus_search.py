@@ -3,7 +3,15 @@
 Errors are exceptions the routes map to statuses: ``UnknownCorpus`` / ``UnknownItem`` 404,
 ``NotSearchable`` 409 (not encoded, or its items changed since: the message names the command),
 ``FilterError`` 422 (``indexer.collection``: the field, a message and the corpus's fields; also
-raised here for ``k``, ``offset``, ``target`` and ``item`` so every bad input reads the same).
+raised here for ``k``, ``offset``, ``target``, ``item`` and ``rerank`` so every bad input reads
+the same).
+
+``rerank`` (issue 21): ``none`` or ``qb-norm`` (``indexer.collection.search``: the plain ranking,
+filter, tombstones and put items included, re-ranked ``RERANK_DEPTH`` deep, then paged). QB-Norm's
+bank is of the other modality than the target (captions for the images, images for the captions),
+so it answers a text query against the images and an image query against the captions; any other
+pairing ("more like this" included) is a 422 naming ``rerank``. A generation encoded without the
+statistics is a 409 naming the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import numpy as np
 from app.core.corpora import TARGETS, Catalog, ServedCorpus
 from common.errors import TuwenError
 from indexer.collection.filters import Filter, FilterError, parse_where
-from indexer.collection.search import SearchPage, SegmentSearch
+from indexer.collection.search import RERANKS, SearchPage, SegmentSearch
 
 MAX_K = 100
 MAX_OFFSET = 10_000
@@ -68,12 +76,23 @@ class Plan:
     where: Filter
     k: int
     offset: int
+    rerank: str = "none"
 
 
 def plan(
-    *, corpus: ServedCorpus, target: str | None, where: Any, k: int, offset: int, default: str = "image"
+    *,
+    corpus: ServedCorpus,
+    target: str | None,
+    where: Any,
+    k: int,
+    offset: int,
+    default: str = "image",
+    rerank: str | None = "none",
+    query: str = "text",
 ) -> Plan:
-    """Check ``target``, ``k``, ``offset`` and ``where`` against the corpus (FilterError if wrong)."""
+    """Check ``target``, ``k``, ``offset``, ``where`` and ``rerank`` (for a ``query`` of kind
+    "text", "image" or "item") against the corpus: FilterError if wrong, NotSearchable (409) for
+    qb-norm on a generation without its statistics."""
     known = corpus.columns.known_fields
     searches = corpus.searches  # read once: a delta swap mid-request does not mix
     if not 1 <= k <= MAX_K:
@@ -88,7 +107,37 @@ def plan(
         has = ", ".join(searches) or "none"
         raise FilterError("target", f"corpus {corpus.corpus} has no {target} vectors (targets: {has})", known)
     flt = parse_where(where, fields=corpus.columns.fields, time_kind=corpus.columns.time_kind)
-    return Plan(searches[target], target, flt, k, offset)
+    rerank = check_rerank(corpus=corpus, search=searches[target], target=target, rerank=rerank, query=query)
+    return Plan(searches[target], target, flt, k, offset, rerank)
+
+
+def check_rerank(
+    *, corpus: ServedCorpus, search: SegmentSearch, target: str, rerank: str | None, query: str
+) -> str:
+    """``rerank`` checked for a ``query`` ("text", "image", "item") against ``target``."""
+    known = corpus.columns.known_fields
+    rerank = "none" if rerank is None else rerank
+    if rerank not in RERANKS:
+        raise FilterError("rerank", f"rerank must be one of {', '.join(RERANKS)}, not {rerank!r}", known)
+    if rerank == "none":
+        return rerank
+    if query == "item" or query == target:
+        bank, what = ("captions", "images") if target == "image" else ("images", "captions")
+        asked = {"item": "more like this", "image": "an image query"}.get(query, "a text query")
+        raise FilterError(
+            "rerank",
+            f"rerank {rerank} answers a text query against the images or an image query against the "
+            f"captions (the query bank of the {what} is of {bank}), not {asked} against the {what}",
+            known,
+        )
+    if not search.can_rerank:
+        command = "tuwen index" if corpus.builtin else f"tuwen corpus encode {corpus.corpus}"
+        without = " or without 附件1's training pairs" if corpus.builtin else ""
+        raise NotSearchable(
+            f"the generation {corpus.name} of {corpus.corpus} has no QB-Norm statistics (built before "
+            f"the service could re-rank, or with --bank-size 0{without}): rebuild it with `{command}`"
+        )
+    return rerank
 
 
 def search_vector(*, plan: Plan, vector: np.ndarray) -> SearchPage:
@@ -98,6 +147,7 @@ def search_vector(*, plan: Plan, vector: np.ndarray) -> SearchPage:
         k=plan.k,
         offset=plan.offset,
         where=plan.where or None,
+        rerank=plan.rerank,
     )
 
 

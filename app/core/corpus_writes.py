@@ -235,12 +235,15 @@ def build_deltas(served: ServedCorpus, entries: dict[str, Entry]) -> dict[str, D
     deleted = {i for i, e in entries.items() if e.op == DELETE}
     out: dict[str, Delta | None] = {}
     for target in served.searches:
-        with_vector = [(i, e.vectors[target]) for i, e in puts if target in e.vectors]
+        with_vector = [(i, e.seq, e.vectors[target]) for i, e in puts if target in e.vectors]
         dim = served.index.manifest.embed_dim
         vectors = (
-            np.stack([v for _, v in with_vector]).astype(np.float32) if with_vector else np.zeros((0, dim))
+            np.stack([v for *_, v in with_vector]).astype(np.float32) if with_vector else np.zeros((0, dim))
         )
-        out[target] = Delta([i for i, _ in with_vector], vectors.astype(np.float32), columns, deleted)
+        vectors = vectors.astype(np.float32)
+        # QB-Norm: a put item's column from the generation's bank (indexer.query_bank, "Items put after")
+        qb = served.put_columns(target, [(i, seq) for i, seq, _ in with_vector], vectors)
+        out[target] = Delta([i for i, *_ in with_vector], vectors, columns, deleted, qb=qb)
     return out
 
 

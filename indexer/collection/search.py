@@ -29,6 +29,14 @@ them.
   the page needs. If fewer than the page needs come back while more pass, brute force answers
   (plan ``"...+fallback"``).
 
+**Re-ranking** (``rerank="qb-norm"``, issue 21): the plain ranking above, filter, tombstones and
+delta included, is computed ``RERANK_DEPTH`` deep (or as deep as the page reaches, if further);
+its first ``RERANK_DEPTH`` items are re-ordered by QB-Norm (``indexer.rerank.qb_norm_query``, the
+statistics column of each item: ``Segment.qb`` for the base, ``Delta.qb`` for put items), ties by
+id; past them the plain order continues. Pages are slices of that one ranking. ``Hit.score``
+stays the cosine similarity; ``Hit.rerank_score`` is the QB-Norm score (None past the depth).
+With no more passing items than the depth, this is QB-Norm over the whole (filtered) set.
+
 **Segments.** The base's index labels are its vector rows (``faiss_factory.build_index`` adds
 without ids). Base items whose id is in ``Delta.hidden_base_ids`` or among the delta's items are
 left out (tombstones: deleted, or replaced by their delta version). The delta is searched exactly.
@@ -48,9 +56,12 @@ import numpy as np
 
 from indexer.collection.columns import Columns
 from indexer.collection.filters import Filter
+from indexer.rerank import QueryBankStats, qb_norm_query
 
 Where = Filter | Callable[[Columns], np.ndarray] | None
 BASE, DELTA = "base", "delta"
+RERANKS = ("none", "qb-norm")  # the methods a single query can use (the others need every query)
+RERANK_DEPTH = 1000  # re-ranked items of the plain ranking, from its top
 # One gathered+scored row costs about BRUTE_COST codes scanned by a filtered index (bench/RESULTS.md:
 # at 1M x 512 on busy cores, 9,937 passing rows took 34 ms brute force and 30 ms through IVF4096 at
 # nprobe 800; 1,028 rows 13 ms vs 16 ms at only nprobe 253 (recall 0.67); 99,851 rows 311 ms vs
@@ -74,6 +85,7 @@ class Hit:
     segment: str  # "base" | "delta"
     position: int  # the item's row in that segment's columns
     row: dict[str, Any]  # Columns.row(position): id, caption, image_path, time, attributes
+    rerank_score: float | None = None  # the re-ranked score (rerank="qb-norm", within its depth)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ class Segment:
     index: faiss.Index | None
     columns: Columns
     vector_ids: list[str] | None = None  # None: vector row i is columns row i
+    qb: QueryBankStats | None = None  # QB-Norm's statistics, a column per vector row
 
     def __post_init__(self) -> None:
         count = len(self.columns) if self.vector_ids is None else len(self.vector_ids)
@@ -125,6 +138,9 @@ class Segment:
                 f"segment: {len(self.vectors)} vectors, {count} ids, "
                 f"{self.index.ntotal if self.index is not None else '-'} indexed"
             )
+        if self.qb is not None and len(self.qb.log_norm) != len(self.vectors):
+            columns = len(self.qb.log_norm)
+            raise ValueError(f"segment: {columns} QB-Norm columns for {len(self.vectors)} vectors")
 
     @cached_property
     def column_rows(self) -> np.ndarray | None:
@@ -173,9 +189,11 @@ class Delta:
     vectors: np.ndarray  # (m, d) float32, L2-normalised
     columns: Columns  # every delta item (also those without a vector for this target)
     hidden_base_ids: set[str] = field(default_factory=set)  # tombstones: deleted or replaced
+    qb: QueryBankStats | None = None  # QB-Norm's columns of the vector rows (query_bank.SetBank.columns)
 
     def segment(self) -> Segment:
-        return Segment(np.asarray(self.vectors, dtype=np.float32), None, self.columns, list(self.ids))
+        vectors = np.asarray(self.vectors, dtype=np.float32)
+        return Segment(vectors, None, self.columns, list(self.ids), qb=self.qb)
 
 
 @dataclass
@@ -240,9 +258,18 @@ class SegmentSearch:
 
     # --- searching ------------------------------------------------------------------------------
 
-    def search(self, query: np.ndarray, *, k: int = 10, offset: int = 0, where: Where = None) -> SearchPage:
-        """Items ``offset .. offset + k - 1`` of the ranking of live passing items by ``query``."""
-        return self._search(_as_query(query), k, offset, where, None)
+    def search(
+        self, query: np.ndarray, *, k: int = 10, offset: int = 0, where: Where = None, rerank: str = "none"
+    ) -> SearchPage:
+        """Items ``offset .. offset + k - 1`` of the ranking of live passing items by ``query``
+        (re-ranked by ``rerank``, one of ``RERANKS``: see the module's docstring)."""
+        return self._search(_as_query(query), k, offset, where, None, rerank)
+
+    @property
+    def can_rerank(self) -> bool:
+        """Whether QB-Norm's statistics cover every vector searched (the base and the delta)."""
+        segments = [s for s in (self.base, self._delta_segment) if s is not None]
+        return bool(segments) and all(s.qb is not None for s in segments)
 
     def search_item(self, item_id: str, *, k: int = 10, offset: int = 0, where: Where = None) -> SearchPage:
         """More like ``item_id``: its own vector (delta version first) as the query, itself left out.
@@ -253,11 +280,22 @@ class SegmentSearch:
         return self._search(_as_query(vector), k, offset, where, (segment, row))
 
     def _search(
-        self, q: np.ndarray, k: int, offset: int, where: Where, exclude: tuple[str, int] | None
+        self,
+        q: np.ndarray,
+        k: int,
+        offset: int,
+        where: Where,
+        exclude: tuple[str, int] | None,
+        rerank: str = "none",
     ) -> SearchPage:
         if k < 1 or offset < 0:
             raise ValueError(f"k must be >= 1 and offset >= 0 (k={k}, offset={offset})")
-        want = offset + k
+        if rerank not in RERANKS:
+            raise ValueError(f"rerank must be one of {', '.join(RERANKS)}, not {rerank!r}")
+        if rerank != "none" and not self.can_rerank:
+            raise ValueError("rerank qb-norm: the segments have no QB-Norm statistics")
+        page_end = offset + k
+        want = max(page_end, RERANK_DEPTH) if rerank != "none" else page_end
         found = {}
         if self.base is not None:
             mask = _and(self.base.passing(where), self._base_live)
@@ -273,18 +311,46 @@ class SegmentSearch:
             for row, score in zip(f.rows, f.scores, strict=True)
         )
         total = sum(f.total for f in found.values())
-        hits = [self._hit(name, row, -neg) for neg, _, name, row in ranked[offset:want]]
+        reranked: dict[tuple[str, int], float] = {}
+        if rerank != "none":
+            ranked, reranked = self._qb_norm(ranked)
+        hits = [
+            self._hit(name, row, -neg, reranked.get((name, row)))
+            for neg, _, name, row in ranked[offset:page_end]
+        ]
         plan = found[BASE].plan if BASE in found else "delta"
-        return SearchPage(hits, want if want < total else None, total, plan)
+        return SearchPage(hits, page_end if page_end < total else None, total, plan)
+
+    def _qb_norm(self, ranked: list[tuple]) -> tuple[list[tuple], dict[tuple[str, int], float]]:
+        """The plain ranking's first ``RERANK_DEPTH`` entries re-ordered by QB-Norm (ties by id),
+        the rest after them; and each re-ranked entry's QB-Norm score."""
+        head, tail = ranked[:RERANK_DEPTH], ranked[RERANK_DEPTH:]
+        if not head:
+            return ranked, {}
+        stats = [self._segment(name).qb for _, _, name, _ in head]
+        rows = [row for _, _, _, row in head]
+        shortlist = QueryBankStats(
+            np.array([s.log_norm[r] for s, r in zip(stats, rows, strict=True)], dtype=np.float64),
+            np.array([bool(s.hubs[r]) for s, r in zip(stats, rows, strict=True)], dtype=bool),
+            stats[0].beta,
+            stats[0].k,
+        )
+        plain = np.array([-neg for neg, *_ in head], dtype=np.float64)
+        if not shortlist.hubs[0]:  # the top-1 is no hub: QB-Norm keeps the similarities (and order)
+            return ranked, {(name, row): float(s) for (_, _, name, row), s in zip(head, plain, strict=True)}
+        scores = qb_norm_query(plain, shortlist)  # head[0] is the shortlist's best: its hub flag decides
+        order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), head[i][1]))
+        new = {(head[i][2], head[i][3]): float(scores[i]) for i in order}
+        return [head[i] for i in order] + tail, new
 
     def _segment(self, name: str) -> Segment:
         return self.base if name == BASE else self._delta_segment
 
-    def _hit(self, name: str, vector_row: int, score: float) -> Hit:
+    def _hit(self, name: str, vector_row: int, score: float, rerank_score: float | None = None) -> Hit:
         segment = self._segment(name)
         position = segment.column_row(vector_row)
         row = segment.columns.row(position)
-        return Hit(row["id"], score, name, position, row)
+        return Hit(row["id"], score, name, position, row, rerank_score)
 
     def _segment_top(
         self, segment: Segment, q: np.ndarray, want: int, mask: np.ndarray | None, skip: int | None

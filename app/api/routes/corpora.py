@@ -4,7 +4,8 @@ Thin: each route reads the request, calls ``app.core.corpus_search`` and shapes 
 Everything the competition endpoints promise holds here too, through the same dependencies: the
 search key, the query length, the upload limit (the middleware and ``read_upload``) and the
 guarded decoder (decompression bombs). Statuses: 404 unknown corpus or item, 409 not encoded or
-changed since (naming the command), 422 a bad field, filter, target, ``k`` or ``offset``.
+changed since (naming the command) or re-ranked without QB-Norm statistics, 422 a bad field,
+filter, target, ``k``, ``offset`` or ``rerank``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def _page(request: Request, corpus: ServedCorpus, plan: Plan, page: SearchPage) 
             image_url=item_image_url(request, corpus.corpus, h.row),
             time=h.row.get("time"),
             attributes=h.row.get("attributes", {}),
+            rerank_score=h.rerank_score,
         )
         for h in page.results
     ]
@@ -84,6 +86,7 @@ def _page(request: Request, corpus: ServedCorpus, plan: Plan, page: SearchPage) 
         next_offset=page.next_offset,
         total=page.total,
         plan=page.plan,
+        rerank=plan.rerank,
     )
 
 
@@ -103,7 +106,13 @@ async def search(
     if (body.q is None) == (body.item is None):
         raise FilterError("q", "send either q (a text) or item (an item id)", known)
     plan = corpus_search.plan(
-        corpus=corpus, target=body.target, where=body.where, k=body.k, offset=body.offset
+        corpus=corpus,
+        target=body.target,
+        where=body.where,
+        k=body.k,
+        offset=body.offset,
+        rerank=body.rerank,
+        query="item" if body.item is not None else "text",
     )
     if body.item is not None:
         page = await run_model(
@@ -141,10 +150,17 @@ async def search_image(
     offset: Annotated[int, Form()] = 0,
     target: Annotated[str | None, Form(description="image | text")] = None,
     where: Annotated[str | None, Form(description="the filter, as JSON")] = None,
+    rerank: Annotated[str, Form(description="none | qb-norm (with target text)")] = "none",
 ) -> CorpusSearchOut:
     """An uploaded image against the corpus's images (or captions), filtered, one page."""
     plan = corpus_search.plan(
-        corpus=corpus, target=target, where=_where_form(where, corpus), k=k, offset=offset
+        corpus=corpus,
+        target=target,
+        where=_where_form(where, corpus),
+        k=k,
+        offset=offset,
+        rerank=rerank,
+        query="image",
     )
     data = await read_upload(file, limit_bytes=settings.max_upload_bytes)
     queries = corpus.queries
