@@ -27,12 +27,11 @@ value QB-Norm's authors use for CLIP-like cosine similarities; temperature = 1/b
   relaxation (Sinkhorn, Cuturi 2013) with uniform marginals, each row ranked by its transport plan
   ``beta s[q, j] + log c[j]``. Transductive.
 
-For the service (``"rerank": "qb-norm"`` in a search body): the index build encodes the bank with
-the generation's model (附件1's captions against the image candidates, its images against the
-text candidates), calls ``bank_stats(bank, candidate_vectors)`` once and keeps the result beside
-the generation (``QueryBankStats.save(gen / "<candidate set>.qbnorm.npz")``); the server loads it
-with the generation (``QueryBankStats.load``) and, per query, re-orders a FAISS shortlist (a few
-times k, best first) by ``qb_norm_query(shortlist_scores, stats, shortlist_rows)``.
+For the service (``"rerank": "qb-norm"`` in a search body): the index build and ``corpus encode``
+keep a bank with each generation and store ``bank_stats`` of it once per searchable set
+(``indexer.query_bank``: ``<set>.qbnorm.npz``); the server loads them with the generation and, per
+query, re-orders the first ``RERANK_DEPTH`` items of its plain ranking by ``qb_norm_query``
+(``indexer.collection.search``).
 """
 
 from __future__ import annotations
