@@ -262,6 +262,8 @@ def test_index_corpus_matches_encoding_the_sets_directly(ingested, one_thread):
             store.TEXT_CANDIDATES,
             store.TEXT_QUERIES,
             store.IMAGE_QUERIES,
+            "bank_texts",  # QB-Norm's query bank (indexer.query_bank), through the same runner
+            "bank_images",
         ]
     )
     for name, (ids, vectors) in expected.items():

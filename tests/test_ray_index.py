@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KILL_MARKER = "TUWEN_TEST_KILL_MARKER"
 BATCH = 16  # several batches per set, so a worker can die between two of them
 TUWEN = str(Path(sys.executable).parent / "tuwen")
-SETS = ("image_candidates", "text_candidates", "text_queries", "image_queries")
+SETS = ("image_candidates", "text_candidates", "text_queries", "image_queries", "bank_texts", "bank_images")
 
 
 class DyingMapper(EncodeMapper):
@@ -104,9 +104,7 @@ def _build(settings, runner=None) -> Path:
 
 def _assert_same_generation(local: Path, other: Path) -> None:
     a, b = load_generation(local), load_generation(other)
-    assert (
-        set(a.sets) == set(b.sets) == {"image_candidates", "text_candidates", "text_queries", "image_queries"}
-    )
+    assert set(a.sets) == set(b.sets) == set(SETS)  # the four sets and QB-Norm's bank
     for name, vs in a.sets.items():
         assert b.sets[name].ids == vs.ids, name
         cosines = np.einsum("ij,ij->i", np.asarray(vs.vectors), np.asarray(b.sets[name].vectors))
