@@ -191,3 +191,26 @@ def test_unknown_corpus_for_masks(settings):
 
     with pytest.raises(TuwenError, match="unknown corpus 'nope'"):
         make_masks(settings=settings, name="nope")
+
+
+def test_the_demo_draws_each_garment_through_its_silhouette():
+    """``draw_item_with_mask`` draws ``draw_item``'s very picture (the same random draws) and the mask it
+    was drawn through, the truth the demo scores GrabCut against; GrabCut at the demo's 2 iterations
+    finds the garment."""
+    import random
+
+    from tuwen.demo.corpus import Item, draw_item, draw_item_with_mask
+
+    item = Item("连衣裙", "红色", "条纹")
+    picture, silhouette = draw_item_with_mask(item, random.Random(1), 96)
+    assert picture.tobytes() == draw_item(item, random.Random(1), 96).tobytes()
+    truth = np.asarray(silhouette) >= 128
+    assert 0.1 < truth.mean() < 0.9
+    assert _iou(grabcut_mask(np.asarray(picture), iterations=2), truth) >= 0.8
+
+
+def test_masks_needs_an_iteration(settings):
+    from indexer.corpus.masks import make_masks
+
+    with pytest.raises(TuwenError, match="--iterations must be at least 1"):
+        make_masks(settings=settings, name="nope", iterations=0)

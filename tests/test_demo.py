@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,3 +116,7 @@ def test_page_first_swap_then_clean_stop_and_rerun(tmp_path):
     assert rerun.returncode == 0, out[-3000:]
     assert "the search page is up at http://127.0.0.1:" in out
     assert "| trained tiny |" in out and "/api/corpora/posts/search" in out
+    # the mask modality (issue 20): GrabCut's line on the posts, their mask clusters, mask rows in both tables
+    assert re.search(r"corpus masks posts \(GrabCut\): 600 masks of 600 posts .* median IoU 0\.\d\d", out)
+    assert "report clusters-mask:" in out
+    assert "| mask | lstm | model |" in out and "| mask | mlp | single |" in out

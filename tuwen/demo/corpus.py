@@ -124,6 +124,12 @@ def _silhouette(
 
 def draw_item(item: Item, rng: random.Random, size: int = 128) -> Image.Image:
     """One picture of ``item`` with random placement, scale, background and pattern phase."""
+    return draw_item_with_mask(item, rng, size)[0]
+
+
+def draw_item_with_mask(item: Item, rng: random.Random, size: int = 128) -> tuple[Image.Image, Image.Image]:
+    """``draw_item``'s picture and the garment's silhouette it was drawn through (an ``L`` mask, 255 =
+    garment): the segmentation truth. The same random draws as ``draw_item``, so the same picture."""
     background = tuple(rng.randint(170, 225) for _ in range(3))
     scale = rng.uniform(0.6, 0.85)
     w = h = size * scale
@@ -153,7 +159,7 @@ def draw_item(item: Item, rng: random.Random, size: int = 128) -> Image.Image:
                 d.ellipse([x - r, y - r, x + r, y + r], fill=ink)
     image = Image.new("RGB", (size, size), background)
     image.paste(fabric, (0, 0), mask)
-    return image
+    return image, mask
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: str) -> None:

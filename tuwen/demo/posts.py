@@ -3,7 +3,9 @@
 ``posts.jsonl`` beside ``images/``: one post a line with ``id``, ``image``, ``caption`` (a title, a
 date like ``05-17`` and ``#hashtags``), ``time`` (an ISO date over twelve months) and attributes
 ``likes`` (int), ``category`` (string) and ``garment`` (the planted truth). The pictures are the
-demo corpus's garments (``tuwen.demo.corpus.draw_item``).
+demo corpus's garments (``tuwen.demo.corpus.draw_item``); ``silhouettes/<id>.png`` holds the mask
+each was drawn through, the truth to score ``tuwen corpus masks`` against (no ``mask`` column: the
+demo makes the posts' masks with GrabCut).
 
 Planted structure, for the tests and the demo to recover: each garment is a style; the share of
 ``RISING`` (连衣裙) rises month by month from about 5 % to about 45 % while the others share the rest
@@ -17,9 +19,14 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from tuwen.demo.corpus import COLOURS, GARMENTS, PATTERNS, Item, draw_item
+import numpy as np
+
+from indexer.corpus import CorpusItem
+from indexer.corpus.masks import decode_mask
+from tuwen.demo.corpus import COLOURS, GARMENTS, PATTERNS, Item, draw_item_with_mask
 
 RISING = "连衣裙"
+SILHOUETTES = "silhouettes"  # the drawn garments' masks, <id>.png
 CATEGORIES = {
     "连衣裙": "裙装",
     "半身裙": "裙装",
@@ -82,11 +89,14 @@ def generate_demo_posts(
     months: int = 12,
     start: date = date(2025, 1, 1),
     image_size: int = 96,
+    silhouettes: bool = True,
 ) -> dict:
     """Write ``posts.jsonl`` and ``images/`` under ``out``; returns a summary (counts, shares)."""
     rng = random.Random(seed)
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
+    if silhouettes:
+        (root / SILHOUETTES).mkdir(exist_ok=True)
     per_month: dict[int, dict[str, int]] = {}
     lines = []
     for i in range(n_posts):
@@ -94,7 +104,10 @@ def generate_demo_posts(
         day = _month_start(start, month) + timedelta(days=rng.randrange(28))
         item = Item(_garment(month, months, rng), rng.choice(list(COLOURS)), rng.choice(PATTERNS))
         name = f"post{i + 1:05d}.jpg"
-        draw_item(item, rng, image_size).save(root / "images" / name, format="JPEG", quality=88)
+        image, mask = draw_item_with_mask(item, rng, image_size)
+        image.save(root / "images" / name, format="JPEG", quality=88)
+        if silhouettes:
+            mask.save(root / SILHOUETTES / f"post{i + 1:05d}.png")
         likes = int(rng.lognormvariate(4.0, 1.0)) + (40 if item.garment == RISING else 0)
         post = {
             "id": f"post{i + 1:05d}",
@@ -117,3 +130,25 @@ def generate_demo_posts(
 def _month_start(start: date, month: int) -> date:
     year, index = divmod(start.month - 1 + month, 12)
     return date(start.year + year, index + 1, 1)
+
+
+def grabcut_summary(items: list[CorpusItem], silhouettes: Path, *, small: float = 0.05) -> dict:
+    """What ``tuwen corpus masks`` gave on the posts: how many masks, their median share of the frame,
+    how many cover under ``small`` of it (what ``--min-mask-area`` would drop) and, for the posts whose
+    drawn silhouette is in ``silhouettes``, the median IoU of mask and silhouette and the share at 0.8+."""
+    areas = [i.mask_area for i in items if i.mask_area is not None]
+    ious = []
+    for item in items:
+        truth = silhouettes / f"{item.item_id}.png"
+        if item.mask_path and item.mask_area is not None and truth.is_file():
+            made, drawn = decode_mask(Path(item.mask_path).read_bytes()), decode_mask(truth.read_bytes())
+            union = (made | drawn).sum()
+            ious.append(float((made & drawn).sum() / union) if union else 1.0)
+    return {
+        "posts": len(items),
+        "masks": len(areas),
+        "median_area": float(np.median(areas)) if areas else None,
+        "small": sum(a < small for a in areas),
+        "median_iou": float(np.median(ious)) if ious else None,
+        "iou_0.8": float(np.mean([v >= 0.8 for v in ious])) if ious else None,
+    }
