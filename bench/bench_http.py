@@ -30,6 +30,7 @@ import httpx
 from bench_search import make_data
 from harness import ROOT, header, table
 from photos import make_captions
+from roofline import Ceiling, ceiling
 
 from common.backend import resolve_backend
 from indexer import index_files
@@ -187,7 +188,10 @@ def main() -> None:
             for _base, proc in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
-    encoder_rows = in_process(make_captions(args.requests, seed=2), configs, args.converted)
+    encoder_rows, query_ceiling = in_process(make_captions(args.requests, seed=2), configs, args.converted)
+    floor_ms = 1000 * query_ceiling.seconds
+    for row in rows:  # p50 over the query ceiling, for one client (more clients queue on 2 cores)
+        row.append(f"{float(row[3]) / floor_ms:.2f}x" if row[1] == 1 else "")
     print(
         header(f"HTTP GET /api/search/text, {MODEL} text tower, {args.images:,} images, top-10, cache misses")
     )
@@ -203,6 +207,7 @@ def main() -> None:
                 "requests/s",
                 "p50 vs today",
                 "req/s vs today",
+                "p50 / query ceiling",
             ],
             rows,
         )
@@ -243,7 +248,10 @@ def main() -> None:
         "rotating); clients in this process (httpx, one connection per client); every request a distinct "
         "text (a cache miss); configurations: "
         + "; ".join(f"{n}: {describe_config(c)}" for n, c in configs.items())
-        + ". Peak RSS: VmHWM of the server process at the end."
+        + ". Peak RSS: VmHWM of the server process at the end.\nQuery ceiling measured in this run: "
+        + query_ceiling.describe()
+        + f" (the median request's {query_ceiling.gflop:.2f} GFLOP; tokens counted as cn_clip's tokenizer "
+        "gives them, padding trimmed)"
     )
 
 
@@ -285,9 +293,10 @@ def run_phases(servers: dict, requests: int, clients_list: list[int]) -> tuple[l
     return rows, stats
 
 
-def in_process(texts: list[str], configs: dict, converted: Path | None) -> list[list[object]]:
+def in_process(texts: list[str], configs: dict, converted: Path | None) -> tuple[list[list[object]], Ceiling]:
     """The text tower alone, one query at a time, in turns: cn_clip's README way (fp32, padded to 52
-    tokens) and each configuration's encoder; min cosine of each to PyTorch fp32."""
+    tokens) and each configuration's encoder; min cosine of each to PyTorch fp32. Also the query
+    ceiling (issue 22) at the median length of these texts, fp32, measured now."""
     import numpy as np
     import torch
     from cn_clip.clip import tokenize
@@ -337,7 +346,8 @@ def in_process(texts: list[str], configs: dict, converted: Path | None) -> list[
             else f"{float(np.sum(encoders[name].encode_texts(texts) * reference, axis=1).min()):.5f}"
         )
         rows.append([name, len(lat), f"{pct(lat, 50):.1f}", f"{pct(lat, 95):.1f}", f"{ratio:.2f}x", cos])
-    return rows
+    lengths = sorted(int((tokenize([t], CONTEXT_LENGTH) != 0).sum()) for t in texts)
+    return rows, ceiling(loaded, "text", dtype="fp32", tokens=lengths[len(lengths) // 2])
 
 
 def _stats(lat: list[float]) -> list[str]:

@@ -30,6 +30,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_isa() -> str:
+    """The instruction sets that decide a precision's speed (the CPU varies between machines)."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return "flags unknown"
+    flags = set(line.split(":", 1)[1].split())
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16",
+             "avx512_vnni": "AVX512-VNNI", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}  # fmt: skip
+    has = [n for f, n in names.items() if f in flags]
+    lacks = [n for f, n in names.items() if f not in flags]
+    return f"has {', '.join(has) or 'none of them'}" + (f"; no {', '.join(lacks)}" if lacks else "")
+
+
 def header(title: str) -> str:
     """Title, the exact command, date and machine: what RESULTS.md keeps above each table."""
     import torch
@@ -40,8 +54,8 @@ def header(title: str) -> str:
     return (
         f"### {title}\n\n"
         f"`{command()}`\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()}, {cores} cores (shared with other jobs; "
-        f"load average {load} at the end), {gpu}, torch {torch.__version__} "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()} ({cpu_isa()}), {cores} cores "
+        f"(shared with other jobs; load average {load} at the end), {gpu}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)\n"
     )
 

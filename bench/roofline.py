@@ -58,28 +58,29 @@ class Ceiling:
         )
 
 
-def count_flops(lm: LoadedModel, what: str) -> float:
-    """GFLOP of one image (``what="image"``) or one 16-token query, counted on the model itself."""
+def count_flops(lm: LoadedModel, what: str, *, tokens: int = QUERY_TOKENS) -> float:
+    """GFLOP of one image (``what="image"``) or one ``tokens``-token query, counted on the model."""
     model = lm.model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         if what == "image":
             size = lm.arch.resolution
             model.encode_image(torch.zeros(1, 3, size, size))
         else:
-            tokens = torch.full((1, QUERY_TOKENS), 100, dtype=torch.long)
-            tokens[0, 0], tokens[0, -1] = 101, 102  # [CLS] ... [SEP], no padding
-            model.encode_text(tokens)
+            ids = torch.full((1, tokens), 100, dtype=torch.long)
+            ids[0, 0], ids[0, -1] = 101, 102  # [CLS] ... [SEP], no padding
+            model.encode_text(ids)
     return counter.get_total_flops() / 1e9
 
 
-def tower_shapes(lm: LoadedModel, what: str, batch: int) -> list[tuple[int, int, int]]:
+def tower_shapes(
+    lm: LoadedModel, what: str, batch: int, *, tokens: int = QUERY_TOKENS
+) -> list[tuple[int, int, int]]:
     """(m, k, n) of the GEMMs one transformer block of the tower runs for ``batch`` inputs."""
     config = lm.arch.config()
     if what == "image":
         tokens = (config["image_resolution"] // config["vision_patch_size"]) ** 2 + 1
         width = config["vision_width"]
     else:
-        tokens = QUERY_TOKENS
         width = config["text_hidden_size"]
     m = batch * tokens
     return [(m, width, 3 * width), (m, width, width), (m, width, 4 * width), (m, 4 * width, width)]
@@ -106,8 +107,11 @@ def gemm_rate(shapes: list[tuple[int, int, int]], dtype: str, *, repeats: int = 
     return total_flop / total_seconds / 1e9
 
 
-def ceiling(lm: LoadedModel, what: str, *, dtype: str = "fp32", batch: int | None = None) -> Ceiling:
-    """The tower's ceiling on this machine, measured now (a few seconds)."""
+def ceiling(
+    lm: LoadedModel, what: str, *, dtype: str = "fp32", batch: int | None = None, tokens: int = QUERY_TOKENS
+) -> Ceiling:
+    """The tower's ceiling on this machine, measured now (a few seconds); ``tokens``: a query's length."""
     batch = batch or (32 if what == "image" else 1)
-    rate = gemm_rate(tower_shapes(lm, what, batch), dtype)
-    return Ceiling(what=what, dtype=dtype, gflop=count_flops(lm, what), gflops_rate=rate, batch=batch)
+    rate = gemm_rate(tower_shapes(lm, what, batch, tokens=tokens), dtype)
+    gflop = count_flops(lm, what, tokens=tokens)
+    return Ceiling(what=what, dtype=dtype, gflop=gflop, gflops_rate=rate, batch=batch)

@@ -55,8 +55,12 @@ def resolve_backend(backend: str | None, *, device_type: str) -> str:
     return "onnx" if installed("onnx") else "torch"
 
 
-def resolve_backend_precision(backend: str, precision: str | None, *, cpu_bf16: bool) -> tuple[str, str]:
-    """(image precision, text precision) for a resolved backend; ``cpu_bf16``: the CPU has native bf16."""
+def resolve_backend_precision(
+    backend: str, precision: str | None, *, cpu_bf16: bool, prefer_bf16: bool | None = None
+) -> tuple[str, str]:
+    """(image precision, text precision) for a resolved backend; ``cpu_bf16``: the CPU has native
+    bf16; ``prefer_bf16``: ``auto`` picks bf16 for images (default: ``cpu_bf16``; the caller passes
+    ``common.precision.cpu_prefers_bf16()``, bf16 measured faster than fp32 here)."""
     precision = canonical_precision(precision)
     if precision not in ENCODE_PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, not {precision!r}")
@@ -68,7 +72,8 @@ def resolve_backend_precision(backend: str, precision: str | None, *, cpu_bf16: 
         return precision, precision  # common.precision resolves torch's own vocabulary
     allowed = {"onnx": EXPORT_PRECISIONS, "openvino": ("fp32", "bf16", "int8")}[backend]
     if precision == "auto":
-        return ("bf16" if cpu_bf16 and backend == "openvino" else "fp32"), "fp32"
+        prefer = cpu_bf16 if prefer_bf16 is None else (prefer_bf16 and cpu_bf16)
+        return ("bf16" if prefer and backend == "openvino" else "fp32"), "fp32"
     if precision not in allowed:
         raise TuwenError(f"backend {backend} supports precision {', '.join(allowed)}, not {precision}")
     if precision == "bf16" and not cpu_bf16:  # OpenVINO would silently run fp32

@@ -75,6 +75,7 @@ class Encoder:
         threads: int | None = None,
         echo: Callable[[str], None] | None = None,
         release_torch: bool = False,
+        job_images: int | None = None,
     ):
         self.loaded = loaded
         self.device = loaded.device
@@ -86,6 +87,7 @@ class Encoder:
             calibration=calibration,
             threads=threads,
             echo=echo,
+            job_images=job_images,
         )
         self.backend = self.towers.backend
         if release_torch and self.backend != "torch":
@@ -192,6 +194,7 @@ def open_encoder(
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
     release_torch: bool = False,
+    job_images: int | None = None,
 ) -> Encoder:
     """The one way to get an encoder: ``model`` (a spec, or a model already loaded) on ``backend``
     at ``precision``.
@@ -201,6 +204,8 @@ def open_encoder(
     ``TUWEN_PRECISION``, ``TUWEN_BACKEND``, ``$TUWEN_HOME/converted``), else without settings the
     ``Encoder``'s own default (the model as loaded: torch at auto precision, nothing cached).
     ``release_torch``: drop the PyTorch weights once an exported backend holds its own (a server).
+    ``job_images``: the images a job will encode; under ``auto`` a small first job skips the
+    conversion (``models.backends.CONVERT_FROM_IMAGES``).
     """
     if isinstance(model, LoadedModel):
         loaded = model
@@ -221,4 +226,5 @@ def open_encoder(
         threads=threads,
         echo=echo,
         release_torch=release_torch,
+        job_images=job_images,
     )

@@ -10,8 +10,8 @@ from PIL import Image
 
 from common.backend import installed, resolve_backend, resolve_backend_precision
 from common.errors import TuwenError
-from common.precision import cpu_supports_vnni
-from models.backends import Calibration
+from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
+from models.backends import CONVERT_FROM_IMAGES, Calibration
 from models.backends.export import check_stamp, converted_path, ensure_converted, export_towers
 from models.encoder import Encoder
 from models.factory import create_model_and_transforms
@@ -154,6 +154,29 @@ def test_backend_policy():
         resolve_backend_precision("onnx", "bf16", cpu_bf16=True)
     assert resolve_backend_precision("openvino", "auto", cpu_bf16=True) == ("bf16", "fp32")
     assert resolve_backend_precision("onnx", "auto", cpu_bf16=True) == ("fp32", "fp32")
+
+
+def test_auto_runs_a_small_first_job_on_pytorch_and_a_large_one_converts(tiny, tmp_path):
+    """Issue 22, no first-run penalty: under ``auto`` a job below ``CONVERT_FROM_IMAGES`` images with
+    nothing converted yet runs on PyTorch at the precisions the exported backend would use, and
+    converts nothing; a large job converts, after which small jobs take the converted towers too; an
+    explicit backend, or a job of unknown size (a server), always converts."""
+    exported = resolve_backend("auto", device_type="cpu")
+    if exported == "torch":
+        pytest.skip("auto is PyTorch on this machine: there is no conversion to skip")
+    cache = tmp_path / "converted"
+    small = Encoder(tiny, backend="auto", cache_dir=cache, job_images=10)
+    expected = resolve_backend_precision(
+        exported, "auto", cpu_bf16=cpu_supports_bf16(), prefer_bf16=cpu_prefers_bf16()
+    )
+    assert (small.backend, small.precision, small.text_precision) == ("torch", *expected)
+    assert not cache.exists() or not any(cache.rglob("meta.json"))
+    large = Encoder(tiny, backend="auto", cache_dir=cache, job_images=CONVERT_FROM_IMAGES)
+    assert large.backend == exported and any(cache.rglob("meta.json"))
+    assert Encoder(tiny, backend="auto", cache_dir=cache, job_images=10).backend == exported
+    for backend, images, folder in ((exported, 10, "explicit"), ("auto", None, "server")):
+        enc = Encoder(tiny, backend=backend, cache_dir=tmp_path / folder, job_images=images)
+        assert enc.backend == exported, (backend, images)
 
 
 @pytest.mark.parametrize("backend", RUNTIMES)

@@ -12,7 +12,7 @@ import torch
 from cn_clip.clip import tokenize
 from cn_clip.training.scheduler import cosine_lr as cn_clip_cosine_lr
 
-from common.precision import cpu_supports_bf16, resolve_precision
+from common.precision import cpu_prefers_bf16, resolve_precision
 from models.factory import create_model_and_transforms
 from training.data import Pair, epoch_plan, split_by_image, steps_per_epoch
 from training.loop import warn_if_chance
@@ -227,8 +227,8 @@ def test_recall_and_chance_detection():
 def test_precision_choice_on_this_machine():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
-    assert resolve_precision("amp", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_prefers_bf16() else "fp32")
+    assert resolve_precision("amp", cpu) == ("bf16" if cpu_prefers_bf16() else "fp32")
 
 
 @pytest.mark.gpu

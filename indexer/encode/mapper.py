@@ -39,6 +39,7 @@ class EncodeMapper:
         batch_size: int = DEFAULT_BATCH,
         workers: int | None = None,
         progress: bool = False,
+        job_images: int | None = None,
     ):
         self.kwargs: dict[str, Any] = {
             "spec": spec,
@@ -51,6 +52,7 @@ class EncodeMapper:
             "batch_size": batch_size,
             "workers": workers,
             "progress": progress,
+            "job_images": job_images,
         }
         self.encoder = open_encoder(
             spec,
@@ -61,6 +63,7 @@ class EncodeMapper:
             cache_dir=cache_dir,
             calibration=calibration,
             threads=encode_threads(decode_workers(workers)),
+            job_images=job_images,
         )
         self.batch_size, self.workers, self.progress = batch_size, decode_workers(workers), progress
 
@@ -86,6 +89,7 @@ class EncodeMapper:
             batch_size=options.batch_size,
             workers=options.workers,
             progress=options.progress,
+            job_images=sum(len(s.rows) for s in sets if s.kind == "image"),
         )
 
     def encode(self, s: EncodeSet) -> tuple[np.ndarray, list[str]]:

@@ -17,15 +17,28 @@ import torch
 
 from common.backend import resolve_backend, resolve_backend_precision
 from common.console import say
-from common.precision import cpu_supports_bf16, cpu_supports_vnni
+from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
 from common.runtime import available_cores
 from common.settings import get_settings
-from models.backends.export import Calibration, ensure_converted, sample_calibration
+from common.vocabulary import canonical_precision
+from models.backends.export import (
+    Calibration,
+    converted_path,
+    ensure_converted,
+    read_meta,
+    sample_calibration,
+)
 from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
 from models.backends.torch_towers import TorchTowers
 from models.factory import LoadedModel
 
-__all__ = ["Calibration", "Towers", "open_towers", "sample_calibration"]
+__all__ = ["CONVERT_FROM_IMAGES", "Calibration", "Towers", "open_towers", "sample_calibration"]
+
+# Under ``auto``, a job that would have to convert the towers first (nothing cached for this model
+# yet) and encodes fewer images than this runs on PyTorch, at the same precisions, and converts
+# nothing: the conversion costs more than it saves on a small job (bench/RESULTS.md, issue 22). A
+# larger job, a server and any explicit ``--backend`` convert once and keep the fastest path.
+CONVERT_FROM_IMAGES = 2000
 
 
 class Towers(Protocol):
@@ -47,18 +60,32 @@ def open_towers(
     calibration: Calibration | None = None,
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
+    job_images: int | None = None,
 ) -> Towers:
     """The towers of ``loaded`` on ``backend`` at ``precision`` (converted and cached on first use).
 
     ``threads``: the model's intra-op threads for ONNX Runtime / OpenVINO (default: every core;
     PyTorch keeps its process-wide setting). ``calibration``: int8's sample of the corpus; without
-    one, int8 uses the newest int8 conversion of this model in the cache.
+    one, int8 uses the newest int8 conversion of this model in the cache. ``job_images``: how many
+    images the job will encode (None: unknown or long-running, as a server), see
+    ``CONVERT_FROM_IMAGES``.
     """
     name = resolve_backend(backend, device_type=loaded.device.type)
+    cache_dir = cache_dir or get_settings().converted_dir
+    if _small_job_first(loaded, name, backend, precision, cache_dir, job_images):
+        (echo or say)(
+            f"backend auto: PyTorch for this job of {job_images} images (no {name} conversion of "
+            f"{loaded.spec} cached yet, and converting pays off from about {CONVERT_FROM_IMAGES} "
+            f"images; `tuwen export-model --format {name}` converts ahead)"
+        )
+        name = "torch"
     if name == "torch":
         resolve_backend_precision("torch", precision, cpu_bf16=False)  # refuses int8
         return TorchTowers(loaded, precision=precision or "auto")
-    image_precision, text_precision = resolve_backend_precision(name, precision, cpu_bf16=cpu_supports_bf16())
+    auto = canonical_precision(precision) == "auto"
+    image_precision, text_precision = resolve_backend_precision(
+        name, precision, cpu_bf16=cpu_supports_bf16(), prefer_bf16=auto and cpu_prefers_bf16()
+    )
     if image_precision == "int8" and loaded.device.type == "cpu" and not cpu_supports_vnni():
         (echo or say)(
             "note: this CPU has no int8 dot-product instructions (VNNI/AMX): int8 is emulated here and "
@@ -68,7 +95,7 @@ def open_towers(
         loaded,
         fmt=name,
         precision="int8" if image_precision == "int8" else "fp32",
-        cache_dir=cache_dir or get_settings().converted_dir,
+        cache_dir=cache_dir,
         calibration=calibration,
         echo=echo,
     )
@@ -84,3 +111,21 @@ def open_towers(
         image_precision=image_precision,
         text_precision=text_precision,
     )
+
+
+def _small_job_first(
+    loaded: LoadedModel,
+    name: str,
+    backend: str | None,
+    precision: str | None,
+    cache_dir: Path,
+    job_images: int | None,
+) -> bool:
+    """``auto`` chose an exported backend for a small job whose conversion is not cached yet."""
+    if (backend or "auto") != "auto" or name == "torch" or job_images is None:
+        return False
+    if job_images >= CONVERT_FROM_IMAGES or canonical_precision(precision) == "int8":
+        return False
+    path = converted_path(cache_dir, loaded.model_id, fmt=name, precision="fp32", calibration=None)
+    meta = read_meta(path)
+    return meta is None or meta.get("model_id") != loaded.model_id
