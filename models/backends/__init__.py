@@ -36,9 +36,11 @@ __all__ = ["CONVERT_FROM_IMAGES", "Calibration", "Towers", "open_towers", "sampl
 
 # Under ``auto``, a job that would have to convert the towers first (nothing cached for this model
 # yet) and encodes fewer images than this runs on PyTorch, at the same precisions, and converts
-# nothing: the conversion costs more than it saves on a small job (bench/RESULTS.md, issue 22). A
-# larger job, a server and any explicit ``--backend`` convert once and keep the fastest path.
-CONVERT_FROM_IMAGES = 2000
+# nothing: on a small job the conversion costs more than it saves. Break-even, ViT-B-16 on 2 cores
+# (bench/RESULTS.md, issue 22): about 230 images on today's Xeon (conversion ~11 s, OpenVINO 5.6
+# against PyTorch 4.4 images/s end to end), about 1,400 on the earlier EPYC (conversion 1-3 min).
+# A larger job, a server and any explicit ``--backend`` convert once and keep the fastest path.
+CONVERT_FROM_IMAGES = 500
 
 
 class Towers(Protocol):
