@@ -55,8 +55,9 @@ def bf16_gemm_gain(shape: tuple[int, int, int] = _PROBE, repeats: int = 3) -> fl
     """fp32 time over bf16 time of one ``(m, k) @ (k, n)`` product on this CPU (best of ``repeats``)."""
     m, k, n = shape
     best = {}
+    g = torch.Generator().manual_seed(0)  # a generator of its own: the caller's random state stays as it was
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        a, b = torch.randn(m, k, generator=g).to(dtype), torch.randn(k, n, generator=g).to(dtype)
         torch.mm(a, b)  # warm-up: packing, thread pool
         times = []
         for _ in range(repeats):
