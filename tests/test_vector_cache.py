@@ -99,12 +99,15 @@ def test_each_source_is_encoded_once_per_model(settings, photos, tmp_path, one_t
     assert _encode(settings, "other").rows == {"image": 0, "text": 1}  # shared with shop but the new caption
     assert _encode(settings, "shop", model="random:tiny").rows == {"image": 3, "text": 3}  # shares nothing
     with store.open_store(settings.store_url) as session:
-        kept = dict(
-            session.execute(
-                select(store.VectorRecord.model_id, func.count()).group_by(store.VectorRecord.model_id)
+        V = store.VectorRecord
+        kept = {
+            (key, kind): count
+            for key, kind, count in session.execute(
+                select(V.model_id, V.kind, func.count()).group_by(V.model_id, V.kind)
             ).all()
-        )
-    assert len(kept) == 4 and sorted(kept.values()) == [3, 3, 3, 4]  # images, texts of two models
+        }
+    # images and texts of two models, each under its own model id (and the tower's precision)
+    assert sorted(kept.values()) == [3, 3, 3, 4] and len({key.split("|")[0] for key, _ in kept}) == 2
 
 
 def test_a_changed_image_file_is_a_change(settings, photos, tmp_path, one_thread):
