@@ -39,6 +39,7 @@ from roofline import Ceiling, ceiling
 
 from common.precision import cpu_supports_bf16
 from indexer import index_files
+from models.factory import LoadedModel
 
 TUWEN = str(Path(sys.executable).parent / "tuwen")
 DEFAULT_CONFIGS = "auto:auto,torch:fp32,openvino:int8"
@@ -121,7 +122,10 @@ def run_bench(args, work: Path) -> str:
     root, template = work / "data", work / "home-ingested"
     write_competition(root, args.images, args.texts)
     _run([TUWEN, "ingest", "--root", str(root)], _env(template))
-    ceilings = _ceilings(args.model)
+    from models.factory import create_model_and_transforms
+
+    lm = create_model_and_transforms(args.model, device="cpu")  # for the ceilings, before and after
+    ceilings = _ceilings(lm)
     readme_out = work / "readme.npy"
     readme = [sys.executable, __file__, "--model", args.model, "--readme-loop", str(root), str(readme_out)]
     methods = {"README loop (torch fp32, batch 1)": (readme, _env(template))}
@@ -146,7 +150,7 @@ def run_bench(args, work: Path) -> str:
             times[name].append(_run(cmd, env))
             home = Path(env["TUWEN_HOME"])
             vectors[name] = np.load(readme_out) if name == names[0] else _generation_vectors(home)
-    ceilings = _best(ceilings, _ceilings(args.model))  # again after the rounds: the best of both
+    ceilings = _best(ceilings, _ceilings(lm))  # again after the rounds: the best of both
     texts = np.load(readme_out.with_suffix(".texts.npy"))
     return _report(args, names, times, vectors, first_runs, texts, ceilings)
 
@@ -157,11 +161,8 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _ceilings(model: str) -> dict[str, Ceiling]:
+def _ceilings(lm: LoadedModel) -> dict[str, Ceiling]:
     """The image tower's ceiling at fp32 and, where the CPU has native bf16, at bf16 (issue 22)."""
-    from models.factory import create_model_and_transforms
-
-    lm = create_model_and_transforms(model, device="cpu")
     dtypes = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
     return {d: ceiling(lm, "image", dtype=d) for d in dtypes}
 

@@ -34,35 +34,7 @@ def get_json(url: str) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def server(built_settings, tmp_path_factory):
     """``tuwen serve`` on a free port, as a user would start it; stopped after the module."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tuwen.cli", "serve", "--home", str(built_settings.home)]
-            + ["--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tuwen serve exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if get_json(f"{base}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"tuwen serve not ready after 90 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        stop_process(proc)
+    yield from _serve(built_settings.home, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +209,15 @@ def corpus_server(small_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-corpora")
     settings = build_home(root / "home", small_corpus[0], precision="fp32")
     add_shop(settings, root / "shop")
-    yield from _serve(settings.home, tmp_path_factory)
+    yield from _serve(settings.home, tmp_path_factory, precision="fp32")
 
 
-def _serve(home, tmp_path_factory):
+def _serve(home, tmp_path_factory, **settings: str):
+    """``tuwen serve --home HOME`` on a free port with the environment's TUWEN_ settings replaced by
+    ``settings`` (``precision="fp32"``: TUWEN_PRECISION=fp32); yields its address once ready."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUWEN_")}
-    env.update(HF_HUB_OFFLINE="1", TUWEN_PRECISION="fp32")
+    env.update(HF_HUB_OFFLINE="1", **{f"TUWEN_{k.upper()}": v for k, v in settings.items()})
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -21,13 +21,7 @@ from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_v
 from common.runtime import available_cores
 from common.settings import get_settings
 from common.vocabulary import canonical_precision
-from models.backends.export import (
-    Calibration,
-    converted_path,
-    ensure_converted,
-    read_meta,
-    sample_calibration,
-)
+from models.backends.export import Calibration, cached_conversion, ensure_converted, sample_calibration
 from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
 from models.backends.torch_towers import TorchTowers
 from models.factory import LoadedModel
@@ -128,6 +122,4 @@ def _small_job_first(
         return False
     if job_images >= CONVERT_FROM_IMAGES or canonical_precision(precision) == "int8":
         return False
-    path = converted_path(cache_dir, loaded.model_id, fmt=name, precision="fp32", calibration=None)
-    meta = read_meta(path)
-    return meta is None or meta.get("model_id") != loaded.model_id
+    return cached_conversion(loaded, fmt=name, precision="fp32", cache_dir=cache_dir) is None

@@ -150,14 +150,25 @@ def ensure_converted(
     """The cached converted towers of ``loaded`` (built on the first call); precision fp32 or int8."""
     if precision == "int8" and calibration is None:
         return _cached_int8(loaded, fmt=fmt, cache_dir=cache_dir)
+    cached = cached_conversion(
+        loaded, fmt=fmt, precision=precision, cache_dir=cache_dir, calibration=calibration
+    )
+    if cached is not None:
+        return cached
     path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
-    meta = read_meta(path)
-    if meta is not None and meta.get("model_id") == loaded.model_id:
-        return path
     (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
     with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
         export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
     return path
+
+
+def cached_conversion(
+    loaded: LoadedModel, *, fmt: str, precision: str, cache_dir: Path, calibration: Calibration | None = None
+) -> Path | None:
+    """The finished conversion of ``loaded`` in the cache (its meta.json names this model), else None."""
+    path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
+    meta = read_meta(path)
+    return path if meta is not None and meta.get("model_id") == loaded.model_id else None
 
 
 def _cached_int8(loaded: LoadedModel, *, fmt: str, cache_dir: Path) -> Path:
