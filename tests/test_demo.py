@@ -102,7 +102,11 @@ def test_page_first_swap_then_clean_stop_and_rerun(tmp_path):
         assert stats["index"]["generation"] == second["generation"]
         assert stats["model"]["spec"] == str(home / "runs" / "demo" / "best.pt")
         proc.send_signal(signal.SIGINT)  # Ctrl-C to the demo alone: it must stop its page itself
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log = (tmp_path / "first.log").read_text(encoding="utf-8", errors="replace")
+            raise AssertionError(f"still running 60 s after Ctrl-C; its log ends:\n{log[-4000:]}") from None
     finally:
         stop_process(proc)
     assert all(not _alive(pid) for pid in children)

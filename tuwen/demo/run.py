@@ -42,7 +42,7 @@ from tuwen.demo.corpus import generate_demo_corpus
 from tuwen.demo.posts import SILHOUETTES, generate_demo_posts, grabcut_summary
 from tuwen.demo.series import generate_demo_series
 from tuwen.demo.server import DemoServer, filtered_search
-from tuwen.demo.steps import COMPLETE, Steps, fresh_report, generated, terminate_as_interrupt
+from tuwen.demo.steps import COMPLETE, Interruption, Steps, fresh_report, generated
 from tuwen.demo.training import train_demo_model
 
 # What the studies cut to fit the demo's 8 minutes (issue 23): 2 seeds per trend network (5 by
@@ -84,7 +84,7 @@ def run_demo(
     returns. The page is stopped on every way out."""
     steps = Steps(9, say=say)
     server = DemoServer(settings=settings, host=host, port=port)
-    with terminate_as_interrupt():
+    with Interruption(force=server.kill) as interruption:
         try:
             figures = _first_page(settings=settings, steps=steps, server=server)
             figures |= _behind_the_page(
@@ -98,6 +98,7 @@ def run_demo(
                 (keep_serving or server.process.wait)()
             return figures
         finally:
+            interruption.cleaning_up()
             server.stop()
 
 

@@ -90,6 +90,12 @@ class DemoServer:
             process.kill()
             process.wait(timeout=timeout)
 
+    def kill(self) -> None:
+        """SIGKILL the child without waiting (the demo's last resort, from its watchdog thread)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+
     def _headers(self) -> dict:
         key = self.settings.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}

@@ -9,8 +9,12 @@ writing it) so the study writes it anew.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,22 +69,64 @@ def fresh_report(folder: Path) -> Path:
     return folder
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+class Interruption:
     """SIGTERM (``kill``, a supervisor) and SIGINT stop the demo as Ctrl-C does: through its
-    ``finally``. SIGINT is claimed too because a process started in the background of a script
-    inherits it ignored (bash does that to ``cmd &``), and Python then never raises
-    KeyboardInterrupt: the demo would go on training after a Ctrl-C sent to its group."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    ``finally``, and for sure.
+
+    SIGINT is claimed too because a process started in the background of a script inherits it
+    ignored (bash does that to ``cmd &``), and Python then never raises KeyboardInterrupt: the demo
+    would go on training after a Ctrl-C sent to its group.
+
+    A KeyboardInterrupt raised by a signal handler can be lost: Python ignores an exception raised
+    while a ``__del__`` or a weakref callback runs (a DataLoader's, a file's), and the demo would go
+    on. So the first signal also starts a watchdog that raises it again every ``repeat_s`` seconds
+    until the demo reaches its cleanup (``cleaning_up``), and that, if the process is still alive
+    ``deadline_s`` after the signal (a lost interrupt inside C code, a thread that never ends),
+    prints every thread's stack, calls ``force`` (stop the page) and exits with 130."""
+
+    def __init__(self, *, force: Callable[[], None], repeat_s: float = 3.0, deadline_s: float = 30.0) -> None:
+        self.force, self.repeat_s, self.deadline_s = force, repeat_s, deadline_s
+        self.signalled_at: float | None = None
+        self._cleanup = threading.Event()
+        self._previous: dict = {}
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            signals = (signal.SIGTERM, signal.SIGINT)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def cleaning_up(self) -> None:
+        """The demo reached its cleanup: interrupts are no longer repeated (the deadline stays)."""
+        self._cleanup.set()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+            threading.Thread(target=self._watch, name="tuwen-demo-interrupt", daemon=True).start()
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        deadline = self.signalled_at + self.deadline_s
+        while time.monotonic() < deadline:
+            if self._cleanup.wait(min(self.repeat_s, max(deadline - time.monotonic(), 0))):
+                time.sleep(max(deadline - time.monotonic(), 0))  # the cleanup has until the deadline
+                break
+            if time.monotonic() < deadline:
+                # a real signal to the main thread: it also wakes a sleep or a blocking call,
+                # which ``_thread.interrupt_main`` does not; the handler above raises it again
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        print(
+            f"tuwen demo: still running {self.deadline_s:.0f} s after the interrupt; "
+            "stopping it (every thread's stack below)",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        with contextlib.suppress(Exception):
+            self.force()
+        os._exit(130)
