@@ -21,6 +21,9 @@ ENCODE_PRECISIONS: tuple[str, ...] = get_args(EncodePrecision)
 # What exported towers are stored in (bf16 is chosen when they are run, not when exported).
 EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
+# The formats ``tuwen export-model`` writes (models.backends.export converts to them).
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "openvino")
+
 # "mixed precision": training's word for auto before the two met; accepted wherever a precision is.
 ALIASES = {"amp": "auto"}
 

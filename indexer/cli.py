@@ -1,4 +1,11 @@
-"""``tuwen ingest | index | export | db | corpus``: the flags, and handlers that call each stage."""
+"""``tuwen ingest | index | export | db | export-model | corpus``: the flags, and handlers that call
+each stage.
+
+Each handler imports its stage when it runs, as ``indexer.corpus.cli``'s do: the stages pull in
+torch, cn_clip, FAISS, OpenVINO and Ray, and every ``tuwen`` command (``--help`` included) builds
+this parser, so importing them here cost every command 5 s before it began (measured:
+``python -X importtime -c "import tuwen.cli"``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,9 @@ from pathlib import Path
 
 from common.console import say
 from common.settings import get_settings
-from indexer import store
-from indexer.build import index_corpus
+from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
 from indexer.corpus.cli import register as register_corpus
 from indexer.encode.options import EncodeOptions, add_encode_options
-from indexer.encode.ray_runner import runner_for
-from indexer.export import export_results
-from indexer.ingest import ingest
 
 
 def _settings(args):
@@ -20,13 +23,19 @@ def _settings(args):
 
 
 def _ingest(args) -> int:
+    from indexer.ingest import ingest
+
     ingest(root=args.root, settings=_settings(args), workers=args.workers, echo=say)
     return 0
 
 
 def _index(args) -> int:
+    from indexer.encode.ray_runner import runner_for
+
     options = EncodeOptions.from_args(args)
-    runner = runner_for(options.ray)  # checks a --ray address before any work
+    runner = runner_for(options.ray)  # checks a --ray address before any work (and before torch loads)
+    from indexer.build import index_corpus
+
     index_corpus(
         settings=_settings(args), options=options, index_factory=args.index_factory, echo=say, runner=runner
     )
@@ -34,6 +43,8 @@ def _index(args) -> int:
 
 
 def _export(args) -> int:
+    from indexer.export import export_results
+
     ensemble = [g for g in (args.ensemble or "").split(",") if g]
     export_results(
         settings=_settings(args),
@@ -47,6 +58,8 @@ def _export(args) -> int:
 
 
 def _db(args) -> int:
+    from indexer import store
+
     url = _settings(args).store_url
     if args.action == "upgrade":
         before, head = store.upgrade_url(url)
@@ -56,6 +69,12 @@ def _db(args) -> int:
         state = "up to date" if current == head else "needs `tuwen db upgrade`"
         print(f"store revision: {current or 'none (empty)'}; this release: {head}; {state}")
     return 0
+
+
+def _export_model(args) -> int:
+    from indexer.export_model import export_model_command
+
+    return export_model_command(args)
 
 
 def register(sub, *, common) -> None:
@@ -97,5 +116,21 @@ def register(sub, *, common) -> None:
     common(p)
     p.add_argument("action", choices=["status", "upgrade"])
     p.set_defaults(handler=_db)
+
+    p = sub.add_parser(
+        "export-model",
+        help="export both towers to ONNX or OpenVINO IR (dynamic batch and text length, model id stamped)",
+    )
+    common(p)
+    p.add_argument("--model", required=True, help="ViT-B-16 | checkpoint path | tiny | random:ARCH")
+    p.add_argument("--format", dest="fmt", required=True, choices=EXPORT_FORMATS)
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=EXPORT_PRECISIONS,
+        help="int8: NNCF post-training quantization calibrated on the ingested corpus",
+    )
+    p.add_argument("--out", type=Path, help="folder to write (default: the cache in $TUWEN_HOME/converted)")
+    p.set_defaults(handler=_export_model)
 
     register_corpus(sub, common=common)

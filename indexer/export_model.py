@@ -66,25 +66,7 @@ def export_model(
     )
 
 
-def register(sub, *, common) -> None:
-    p = sub.add_parser(
-        "export-model",
-        help="export both towers to ONNX or OpenVINO IR (dynamic batch and text length, model id stamped)",
-    )
-    common(p)
-    p.add_argument("--model", required=True, help="ViT-B-16 | checkpoint path | tiny | random:ARCH")
-    p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=EXPORT_PRECISIONS,
-        help="int8: NNCF post-training quantization calibrated on the ingested corpus",
-    )
-    p.add_argument("--out", type=Path, help="folder to write (default: the cache in $TUWEN_HOME/converted)")
-    p.set_defaults(handler=_export_model)
-
-
-def _export_model(args) -> int:
+def export_model_command(args) -> int:
     path = export_model(
         settings=get_settings(args.home),
         model=args.model,

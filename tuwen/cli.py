@@ -2,7 +2,8 @@
 
 Subcommands are registered by the package that owns them (``register(subparsers)``), so the
 service's package never pulls in training code; ``demo`` and ``demo-data`` are the roof's own
-(``tuwen.demo``).
+(``tuwen.demo``). Handlers import the code they run when they run (see ``indexer.cli``): building
+this parser must stay cheap, since every command and ``--help`` pays for it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from app.cli import register as register_service
 from common.errors import TuwenError
 from common.settings import get_settings
 from indexer.cli import register as register_indexer
-from indexer.export_model import register as register_export_model
 from training.cli import register as register_training
-from tuwen.demo.corpus import generate_demo_corpus
-from tuwen.demo.posts import generate_demo_posts
-from tuwen.demo.run import run_demo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_data(sub)
     for register in (
         register_indexer,
-        register_export_model,
         register_training,
         register_service,
         register_analysis,
@@ -72,6 +68,9 @@ def _add_demo_data(sub) -> None:
 
 
 def _demo_data(args) -> int:
+    from tuwen.demo.corpus import generate_demo_corpus
+    from tuwen.demo.posts import generate_demo_posts
+
     summary = generate_demo_corpus(args.out, seed=args.seed, n_train=args.train, quirks=not args.no_quirks)
     if args.posts:
         summary["posts"] = generate_demo_posts(args.out / "posts", seed=args.seed, n_posts=args.posts)
@@ -80,6 +79,8 @@ def _demo_data(args) -> int:
 
 
 def _demo(args) -> int:
+    from tuwen.demo.run import run_demo
+
     run_demo(
         settings=get_settings(args.home),
         train=not args.no_train,

@@ -28,12 +28,12 @@ import torch
 
 from common.errors import TuwenError
 from common.files import atomic_folder, write_json_atomic
-from common.vocabulary import EXPORT_PRECISIONS
+from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
 
-FORMATS = ("onnx", "openvino")
+FORMATS = EXPORT_FORMATS
 META = "meta.json"
 OPSET = 18
 STAMP_KEY = "tuwen.model_id"
