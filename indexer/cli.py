@@ -16,6 +16,7 @@ from common.settings import get_settings
 from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
 from indexer.corpus.cli import register as register_corpus
 from indexer.encode.options import EncodeOptions, add_encode_options
+from indexer.rerank import METHODS as RERANK_METHODS
 
 
 def _settings(args):
@@ -98,7 +99,7 @@ def register(sub, *, common) -> None:
     p.add_argument(
         "--rerank",
         default="none",
-        choices=["none", "dual-softmax", "qb-norm", "one-to-one"],
+        choices=RERANK_METHODS,
         help="re-rank the top 5 (indexer.rerank): dual-softmax and one-to-one use the other test "
         "queries, qb-norm a bank of training queries; default none",
     )
