@@ -39,7 +39,7 @@ from roofline import Ceiling, ceiling
 
 from common.precision import cpu_supports_bf16
 from indexer import index_files
-from models.factory import LoadedModel
+from models.factory import LoadedModel, create_model_and_transforms
 
 TUWEN = str(Path(sys.executable).parent / "tuwen")
 DEFAULT_CONFIGS = "auto:auto,torch:fp32,openvino:int8"
@@ -71,8 +71,6 @@ def _csv(path: Path, columns: list[str], rows: list[list[str]]) -> None:
 
 def readme_loop(root: Path, model: str, out: Path) -> None:
     """The README loop over what ``tuwen index`` encodes (run as its own process by ``main``)."""
-    from models.factory import create_model_and_transforms
-
     lm = create_model_and_transforms(model, device="cpu")
     images = [root / "附件2" / "ImageData" / r[0] for r in _rows(root / "附件2" / "image_data.csv")]
     vectors = readme_images(lm, images)
@@ -122,10 +120,8 @@ def run_bench(args, work: Path) -> str:
     root, template = work / "data", work / "home-ingested"
     write_competition(root, args.images, args.texts)
     _run([TUWEN, "ingest", "--root", str(root)], _env(template))
-    from models.factory import create_model_and_transforms
-
-    lm = create_model_and_transforms(args.model, device="cpu")  # for the ceilings, before and after
-    ceilings = _ceilings(lm)
+    loaded = create_model_and_transforms(args.model, device="cpu")  # for the ceilings, before and after
+    ceilings = _ceilings(loaded)
     readme_out = work / "readme.npy"
     readme = [sys.executable, __file__, "--model", args.model, "--readme-loop", str(root), str(readme_out)]
     methods = {"README loop (torch fp32, batch 1)": (readme, _env(template))}
@@ -150,7 +146,7 @@ def run_bench(args, work: Path) -> str:
             times[name].append(_run(cmd, env))
             home = Path(env["TUWEN_HOME"])
             vectors[name] = np.load(readme_out) if name == names[0] else _generation_vectors(home)
-    ceilings = _best(ceilings, _ceilings(lm))  # again after the rounds: the best of both
+    ceilings = _best(ceilings, _ceilings(loaded))  # again after the rounds: the best of both
     texts = np.load(readme_out.with_suffix(".texts.npy"))
     return _report(args, names, times, vectors, first_runs, texts, ceilings)
 
@@ -161,10 +157,10 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _ceilings(lm: LoadedModel) -> dict[str, Ceiling]:
+def _ceilings(loaded: LoadedModel) -> dict[str, Ceiling]:
     """The image tower's ceiling at fp32 and, where the CPU has native bf16, at bf16 (issue 22)."""
     dtypes = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
-    return {d: ceiling(lm, "image", dtype=d) for d in dtypes}
+    return {d: ceiling(loaded, "image", dtype=d) for d in dtypes}
 
 
 def _best(a: dict[str, Ceiling], b: dict[str, Ceiling]) -> dict[str, Ceiling]:

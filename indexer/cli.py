@@ -73,9 +73,18 @@ def _db(args) -> int:
 
 
 def _export_model(args) -> int:
-    from indexer.export_model import export_model_command
+    from indexer.export_model import export_model
 
-    return export_model_command(args)
+    path = export_model(
+        settings=_settings(args),
+        model=args.model,
+        fmt=args.fmt,
+        precision=args.precision,
+        out=args.out,
+        echo=say,
+    )
+    say(f"{args.fmt} towers of {args.model} in {path}")
+    return 0
 
 
 def register(sub, *, common) -> None:

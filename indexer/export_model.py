@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from common.console import say
 from common.errors import TuwenError
-from common.settings import Settings, get_settings
-from common.vocabulary import EXPORT_PRECISIONS
+from common.settings import Settings
+from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
 from indexer import store
-from models.backends.export import FORMATS, Calibration, ensure_converted, export_towers, sample_calibration
+from models.backends.export import Calibration, ensure_converted, export_towers, sample_calibration
 from models.factory import create_model_and_transforms
 
 
@@ -46,8 +45,8 @@ def export_model(
     echo: Callable[[str], None] | None = None,
 ) -> Path:
     """Export ``model``'s towers; into ``out``, or into (and reused from) ``$TUWEN_HOME/converted``."""
-    if fmt not in FORMATS:
-        raise TuwenError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise TuwenError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
     if precision not in EXPORT_PRECISIONS:
         raise TuwenError(
             f"--precision for an export is fp32 or int8 (bf16 is chosen at run time), not {precision}"
@@ -64,16 +63,3 @@ def export_model(
         calibration=calibration,
         echo=echo,
     )
-
-
-def export_model_command(args) -> int:
-    path = export_model(
-        settings=get_settings(args.home),
-        model=args.model,
-        fmt=args.fmt,
-        precision=args.precision,
-        out=args.out,
-        echo=say,
-    )
-    say(f"{args.fmt} towers of {args.model} in {path}")
-    return 0

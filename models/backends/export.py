@@ -33,7 +33,6 @@ from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
 
-FORMATS = EXPORT_FORMATS
 META = "meta.json"
 OPSET = 18
 STAMP_KEY = "tuwen.model_id"
@@ -195,8 +194,8 @@ def export_towers(
     calibration: Calibration | None = None,
 ) -> Path:
     """Write both towers of ``loaded`` to ``out`` in ``fmt`` (``onnx`` or ``openvino``) with meta.json."""
-    if fmt not in FORMATS:
-        raise TuwenError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise TuwenError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
     if precision not in EXPORT_PRECISIONS:
         raise TuwenError(f"exported towers are fp32 or int8, not {precision} (bf16 is a runtime setting)")
     if precision == "int8" and calibration is None:

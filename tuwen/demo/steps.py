@@ -112,14 +112,13 @@ class Interruption:
 
     def _watch(self) -> None:
         deadline = self.signalled_at + self.deadline_s
-        while time.monotonic() < deadline:
-            if self._cleanup.wait(min(self.repeat_s, max(deadline - time.monotonic(), 0))):
-                time.sleep(max(deadline - time.monotonic(), 0))  # the cleanup has until the deadline
+        while not self._cleanup.wait(min(self.repeat_s, max(deadline - time.monotonic(), 0))):
+            if time.monotonic() >= deadline:
                 break
-            if time.monotonic() < deadline:
-                # a real signal to the main thread: it also wakes a sleep or a blocking call,
-                # which ``_thread.interrupt_main`` does not; the handler above raises it again
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            # a real signal to the main thread: it also wakes a sleep or a blocking call, which
+            # ``_thread.interrupt_main`` does not; the handler above raises it again
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(max(deadline - time.monotonic(), 0))  # a cleanup that began has until the deadline
         print(
             f"tuwen demo: still running {self.deadline_s:.0f} s after the interrupt; "
             "stopping it (every thread's stack below)",
