@@ -56,6 +56,7 @@ def columns(items):
     return Columns.from_items(items, fields=FIELDS, time_kind="datetime")
 
 
+LIST_OPS = ("in", "nin")
 COMPARE = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -92,7 +93,7 @@ def random_where(rng: np.random.Generator) -> dict:
     for name in rng.choice(
         ["category", "price", "stock", "time"], size=int(rng.integers(1, 4)), replace=False
     ):
-        op = str(rng.choice(list(COMPARE)))
+        ops = [str(op) for op in rng.choice(list(COMPARE), size=int(rng.integers(1, 3)), replace=False)]
         if name == "category":
             pick = lambda: str(rng.choice(CATEGORIES + ["不存在"]))  # noqa: E731
         elif name == "price":
@@ -101,8 +102,9 @@ def random_where(rng: np.random.Generator) -> dict:
             pick = lambda: int(rng.integers(0, 20))  # noqa: E731
         else:
             pick = lambda: (START + timedelta(hours=int(rng.integers(0, 24 * 365)))).isoformat()  # noqa: E731
-        operand = [pick() for _ in range(int(rng.integers(1, 4)))] if op in ("in", "nin") else pick()
-        where[str(name)] = operand if op == "eq" and rng.random() < 0.5 else {op: operand}
+        # two operators on one field (a range such as gte + lt) are intersected by the filter
+        spec = {op: [pick() for _ in range(int(rng.integers(1, 4)))] if op in LIST_OPS else pick() for op in ops}
+        where[str(name)] = spec["eq"] if ops == ["eq"] and rng.random() < 0.5 else spec
     return where
 
 

@@ -123,7 +123,7 @@ class Condition:
             codes = [c for c in (_code(vocab, v) for v in _values_of(self.op, self.value)) if c is not None]
             return [_equal_range(ordered, c) for c in sorted(set(codes))]
         first, end = _code_bounds(vocab, self.op, self.value)
-        return [(int(np.searchsorted(ordered, first)), int(np.searchsorted(ordered, end)))]
+        return [(_position(ordered, first), _position(ordered, end))]
 
 
 @dataclass(frozen=True)
@@ -141,29 +141,49 @@ class Filter:
     def mask(self, columns: Columns) -> np.ndarray:
         """A bool per row of ``columns``: True where every condition holds.
 
-        The condition passing the fewest rows (two binary searches each, on sorted copies of the
-        columns) gives its rows by slicing when they are at most ``NARROW_FRACTION`` of all; the
-        other conditions are then checked on those rows only. Otherwise every condition is
-        evaluated on whole columns (numpy), leaving out those that pass every row.
+        Conditions answerable by ranges (two binary searches each, on sorted copies of the columns)
+        are intersected field by field (``price >= 500`` and ``price < 510`` pass 1%, not 50% each).
+        The field passing the fewest rows gives its rows by slicing when they are at most
+        ``NARROW_FRACTION`` of all; the other conditions are then checked on those rows only.
+        Otherwise every condition is evaluated on whole columns (numpy), leaving out the fields
+        whose ranges pass every row.
         """
         n = len(columns)
-        ranges = {c: c.ranges(columns) for c in self.conditions}
-        counts = {c: sum(hi - lo for lo, hi in r) for c, r in ranges.items() if r is not None}
+        ranged = {c: r for c in self.conditions if (r := c.ranges(columns)) is not None}
+        by_field: dict[str, list[tuple[int, int]]] = {}
+        for condition, spans in ranged.items():
+            known = by_field.get(condition.field)
+            by_field[condition.field] = spans if known is None else _intersect(known, spans)
+        counts = {name: sum(hi - lo for lo, hi in spans) for name, spans in by_field.items()}
         narrowest = min(counts, key=counts.get, default=None)
-        out = np.zeros(n, dtype=bool) if narrowest is not None else np.ones(n, dtype=bool)
         if narrowest is not None and counts[narrowest] <= NARROW_FRACTION * n:
-            order, _ = columns.sorted_column(narrowest.field)
-            rows = np.concatenate([order[lo:hi] for lo, hi in ranges[narrowest]] or [order[:0]])
+            order, _ = columns.sorted_column(narrowest)
+            rows = np.concatenate([order[lo:hi] for lo, hi in by_field[narrowest]] or [order[:0]])
             for condition in self.conditions:
-                if condition is not narrowest and len(rows):
+                if (condition.field != narrowest or condition not in ranged) and len(rows):
                     rows = rows[condition.mask(columns, rows)]
+            out = np.zeros(n, dtype=bool)
             out[rows] = True
             return out
-        out[:] = True
+        out = np.ones(n, dtype=bool)
         for condition in self.conditions:
-            if counts.get(condition) != n:  # a condition every row passes costs nothing
+            if condition not in ranged or counts[condition.field] != n:  # passing every row: free
                 out &= condition.mask(columns)
         return out
+
+
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The common part of two sorted lists of disjoint ``[lo, hi)`` spans (of one sorted column)."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def _compare(values: np.ndarray, op: str, operand: Any, *, is_time: bool) -> np.ndarray:
@@ -183,19 +203,30 @@ def _compare(values: np.ndarray, op: str, operand: Any, *, is_time: bool) -> np.
     return hit
 
 
+def _position(ordered: np.ndarray, value: Any, side: str = "left") -> int:
+    """``np.searchsorted`` of one value, given in the array's own dtype when it fits: a Python int
+    against int32 codes makes numpy cast the whole sorted column first (0.46 ms at 1M rows per
+    call, 9 ms for a 10-value ``in``; 1 us without the cast)."""
+    if ordered.dtype.kind in "iu" and isinstance(value, int | np.integer):
+        info = np.iinfo(ordered.dtype)
+        if info.min <= int(value) <= info.max:
+            value = ordered.dtype.type(value)
+    return int(np.searchsorted(ordered, value, side))
+
+
 def _equal_range(ordered: np.ndarray, value: Any) -> tuple[int, int]:
-    return int(np.searchsorted(ordered, value, "left")), int(np.searchsorted(ordered, value, "right"))
+    return _position(ordered, value, "left"), _position(ordered, value, "right")
 
 
 def _value_ranges(ordered: np.ndarray, op: str, value: Any, *, is_time: bool) -> list[tuple[int, int]]:
     """Numbers (NaN sorted last) or times (the missing sentinel sorted first)."""
     if op in ("eq", "in"):
         return [_equal_range(ordered, v) for v in sorted(set(_values_of(op, value)))]
-    start = int(np.searchsorted(ordered, TIME_MISSING, "right")) if is_time else 0
-    end = len(ordered) if is_time else int(np.searchsorted(ordered, np.inf, "right"))
+    start = _position(ordered, TIME_MISSING, "right") if is_time else 0
+    end = len(ordered) if is_time else _position(ordered, np.inf, "right")
     if op in ("gt", "gte"):
-        return [(int(np.searchsorted(ordered, value, "right" if op == "gt" else "left")), end)]
-    return [(start, int(np.searchsorted(ordered, value, "left" if op == "lt" else "right")))]
+        return [(_position(ordered, value, "right" if op == "gt" else "left"), end)]
+    return [(start, _position(ordered, value, "left" if op == "lt" else "right"))]
 
 
 def _values_of(op: str, value: Any) -> tuple:
