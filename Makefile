@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 DEMO_HOME ?= demo-home
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# pytest workers (pytest-xdist; each takes whole modules, so module fixtures are built once):
+# 2 fits the 2-core CI machine; TEST_WORKERS=0 runs the suite in this process, serially
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install lint format browser fonts clean
 
@@ -48,7 +51,7 @@ test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(BIN)/ruff check .

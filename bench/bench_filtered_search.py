@@ -244,7 +244,7 @@ def report(args, info, memory, rows, index) -> None:
     scans = [scan_estimate(index, s, K + 10, Planner()) for s in (0.1, 0.01, 0.001)]
     machine = (
         f"{time.strftime('%Y-%m-%d %H:%M')}, {lscpu_model()}, {len(os.sched_getaffinity(0))} cores "
-        f"shared with other jobs (load average {load} at the end: the times are upper bounds), "
+        f"(load average {load} at the end; above ~2 other jobs share the cores: the times are upper bounds), "
         f"flags: {cpu_flags()}; faiss {faiss.__version__}, 1 OpenMP thread per query"
     )
     per_item = {key: memory[key] / n for key in ("total", "arrays", "lists", "dict", "strings")}

@@ -55,7 +55,7 @@ def header(title: str) -> str:
         f"### {title}\n\n"
         f"`{command()}`\n\n"
         f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()} ({cpu_isa()}), {cores} cores "
-        f"(shared with other jobs; load average {load} at the end), {gpu}, torch {torch.__version__} "
+        f"(load average {load} at the end), {gpu}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)\n"
     )
 
