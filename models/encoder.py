@@ -16,7 +16,6 @@ Where the time goes on a CPU, and what this file does about it (measured in
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -93,7 +92,7 @@ class Encoder:
         if release_torch and self.backend != "torch":
             # The exported towers hold their own weights: drop this encoder's hold on the PyTorch
             # copy (a ViT-B-16 is 750 MB in fp32) so a long-running service does not keep both.
-            self.loaded = dataclasses.replace(loaded, model=None)
+            self.loaded = loaded.without_model()
         self.precision = self.towers.image_precision
         self.text_precision = self.towers.text_precision
 
@@ -214,6 +213,7 @@ def open_encoder(
             model,
             device=device or (settings.device if settings else None),
             weights_dir=weights_dir or (settings.weights_dir if settings else None),
+            lazy=True,  # built when a backend needs it: cached exported towers never do
         )
     if cache_dir is None and settings is not None:
         cache_dir = settings.converted_dir

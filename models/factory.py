@@ -14,7 +14,6 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,14 +29,44 @@ log = logging.getLogger(__name__)
 RANDOM_SEED = 0
 
 
-@dataclass
 class LoadedModel:
-    model: CLIP
-    preprocess: Callable
-    arch: ArchSpec
-    spec: str
-    model_id: str  # identifies the weights: indexes built by one model refuse queries from another
-    device: torch.device
+    """A model's identity (``spec``, ``model_id``, ``arch``, ``device``), its image transform and its
+    PyTorch weights (``model``).
+
+    With ``build`` (``create_model_and_transforms(..., lazy=True)``) the PyTorch model is built on
+    first use of ``model``: a server whose exported towers are already cached never builds it, so its
+    memory never holds the PyTorch copy beside the exported one.
+    """
+
+    def __init__(
+        self,
+        model: CLIP | None,
+        preprocess: Callable,
+        arch: ArchSpec,
+        spec: str,
+        model_id: str,  # identifies the weights: indexes built by one model refuse queries from another
+        device: torch.device,
+        *,
+        build: Callable[[], CLIP] | None = None,
+    ):
+        self._model, self._build = model, build
+        self.preprocess, self.arch, self.spec = preprocess, arch, spec
+        self.model_id, self.device = model_id, device
+
+    @property
+    def model(self) -> CLIP | None:
+        """The PyTorch model (built now if it was deferred); None once released."""
+        if self._model is None and self._build is not None:
+            self._model, self._build = self._build(), None
+        return self._model
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    def without_model(self) -> LoadedModel:
+        """The same identity without the PyTorch weights (released, and never built again)."""
+        return LoadedModel(None, self.preprocess, self.arch, self.spec, self.model_id, self.device)
 
     @property
     def embed_dim(self) -> int:
@@ -58,34 +87,57 @@ def build_model(arch: ArchSpec, *, seed: int = RANDOM_SEED) -> CLIP:
 
 
 def create_model_and_transforms(
-    spec: str, *, device: str | None = None, weights_dir: str | Path | None = None
+    spec: str, *, device: str | None = None, weights_dir: str | Path | None = None, lazy: bool = False
 ) -> LoadedModel:
-    """Resolve ``spec`` to a model in eval mode on ``device`` (CUDA when available)."""
+    """Resolve ``spec`` to a model in eval mode on ``device`` (CUDA when available).
+
+    ``lazy``: build the PyTorch model (and read a checkpoint's weights) on first use of ``.model``,
+    when the architecture is known without them (a registered name, ``tiny``, ``random:ARCH``, or a
+    checkpoint whose run's config.json names it); the identity is computed now either way.
+    """
     target = default_device(device)
     spec = spec.strip()
     if spec.startswith("random:") or spec == "tiny":
-        arch_name = spec.removeprefix("random:")
-        arch = _arch_or_error(arch_name)
-        model = build_model(arch)
+        arch = _arch_or_error(spec.removeprefix("random:"))
         model_id = f"{spec}@seed{RANDOM_SEED}"
+        return _loaded(lambda: build_model(arch), arch, spec, model_id, target, lazy=lazy)
+    if spec in ARCHS and spec in OFFICIAL_NAMES:
+        path, known = official_weights(ARCHS[spec], weights_dir=weights_dir), ARCHS[spec]
+    elif Path(spec).expanduser().is_file():
+        path = Path(spec).expanduser().resolve()
+        named = _run_config_arch(path)
+        known = (ARCHS.get(named) or arch_by_struct(named)) if named else None
     else:
-        if spec in ARCHS and spec in OFFICIAL_NAMES:
-            path = official_weights(ARCHS[spec], weights_dir=weights_dir)
-        elif Path(spec).expanduser().is_file():
-            path = Path(spec).expanduser().resolve()
-        else:
-            raise TuwenError(
-                f"unknown model {spec!r}: use one of {', '.join(OFFICIAL_NAMES)}, tiny, "
-                f"random:ARCH, or the path of a checkpoint file"
-            )
-        checkpoint = load_checkpoint(path)
-        state_dict = checkpoint_state_dict(checkpoint)
-        arch = checkpoint_arch(checkpoint, state_dict, path)
-        model = build_model(arch)
-        _load_state_dict(model, state_dict, path)
-        model_id = f"{arch.name}:{file_sha256(path)[:16]}"
-    model.to(target).eval()
-    return LoadedModel(model, image_transform(arch.resolution), arch, spec, model_id, target)
+        raise TuwenError(
+            f"unknown model {spec!r}: use one of {', '.join(OFFICIAL_NAMES)}, tiny, "
+            f"random:ARCH, or the path of a checkpoint file"
+        )
+    model_id_of = lambda arch: f"{arch.name}:{file_sha256(path)[:16]}"  # noqa: E731
+    if lazy and known is not None:
+        deferred = lambda: _checkpoint_model(path, known)  # noqa: E731
+        return _loaded(deferred, known, spec, model_id_of(known), target, lazy=True)
+    checkpoint = load_checkpoint(path)
+    state_dict = checkpoint_state_dict(checkpoint)
+    arch = checkpoint_arch(checkpoint, state_dict, path)
+    model = build_model(arch)
+    _load_state_dict(model, state_dict, path)
+    return _loaded(lambda: model, arch, spec, model_id_of(arch), target, lazy=False)
+
+
+def _loaded(
+    build: Callable[[], CLIP], arch: ArchSpec, spec: str, model_id: str, device: torch.device, *, lazy: bool
+) -> LoadedModel:
+    ready = lambda: build().to(device).eval()  # noqa: E731
+    if lazy:
+        return LoadedModel(None, image_transform(arch.resolution), arch, spec, model_id, device, build=ready)
+    return LoadedModel(ready(), image_transform(arch.resolution), arch, spec, model_id, device)
+
+
+def _checkpoint_model(path: Path, arch: ArchSpec) -> CLIP:
+    """The checkpoint's weights in ``arch`` (a deferred build: the checkpoint is read only now)."""
+    model = build_model(arch)
+    _load_state_dict(model, checkpoint_state_dict(load_checkpoint(path)), path)
+    return model
 
 
 def _arch_or_error(name: str) -> ArchSpec:

@@ -13,7 +13,7 @@ from common.errors import TuwenError
 from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
 from models.backends import CONVERT_FROM_IMAGES, Calibration
 from models.backends.export import check_stamp, converted_path, ensure_converted, export_towers
-from models.encoder import Encoder
+from models.encoder import Encoder, open_encoder
 from models.factory import create_model_and_transforms
 
 CAPTIONS = [
@@ -235,3 +235,16 @@ def test_index_with_int8_calibrates_on_the_corpus_and_the_service_reuses_it(inge
         stats = client.get("/api/stats").json()
     assert stats["model"]["model_id"] == "tiny@seed0"
     assert list(settings.converted_dir.glob("*/openvino-int8-*")) == folders  # reused, not recalibrated
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_cached_towers_never_build_the_pytorch_model(tiny, cache, reference, backend):
+    """A server whose towers are converted already holds no PyTorch copy of the weights, not even
+    for a moment (``open_encoder`` loads lazily): its peak memory is the exported towers'."""
+    ensure_converted(tiny, fmt=backend, precision="fp32", cache_dir=cache)
+    encoder = open_encoder("tiny", device="cpu", backend=backend, precision="fp32", cache_dir=cache)
+    assert encoder.backend == backend and not encoder.loaded.built
+    assert _min_cos(encoder.encode_texts(CAPTIONS, batch_size=2), reference[0]) >= 0.9999
+    assert not encoder.loaded.built
+    on_torch = open_encoder("tiny", device="cpu", backend="torch", precision="fp32", cache_dir=cache)
+    assert on_torch.loaded.built and _min_cos(on_torch.encode_texts(CAPTIONS), reference[0]) >= 0.9999

@@ -84,3 +84,28 @@ def test_bad_checkpoint_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(TuwenError, match="broken.pt"):
         create_model_and_transforms(str(path), device="cpu")
+
+
+def test_a_lazy_checkpoint_is_read_only_when_its_model_is_used(tmp_path):
+    """``lazy=True``: the identity now (the file's hash, the architecture its run's config.json
+    names), the weights on first use of ``.model``, equal to an eager load's."""
+    trained = create_model_and_transforms("tiny", device="cpu").model
+    with torch.no_grad():
+        trained.text_projection.mul_(2.0)
+    path = tmp_path / "run" / "best.pt"
+    path.parent.mkdir()
+    torch.save({"state_dict": trained.state_dict()}, path)
+    (path.parent / "config.json").write_text('{"arch": "tiny"}')
+    eager = create_model_and_transforms(str(path), device="cpu")
+    lazy = create_model_and_transforms(str(path), device="cpu", lazy=True)
+    assert not lazy.built and (lazy.model_id, lazy.arch) == (eager.model_id, eager.arch)
+    path.write_bytes(b"changed after the identity was taken")  # read at first use, not before
+    with pytest.raises(TuwenError, match="not a readable PyTorch checkpoint"):
+        _ = lazy.model
+    torch.save({"state_dict": trained.state_dict()}, path)
+    again = create_model_and_transforms(str(path), device="cpu", lazy=True)
+    assert torch.equal(again.model.text_projection, eager.model.text_projection) and again.built
+    assert again.without_model().model is None
+    unnamed = tmp_path / "bare.pt"  # no config.json: the shapes tell the architecture, read now
+    torch.save({"state_dict": trained.state_dict()}, unnamed)
+    assert create_model_and_transforms(str(unnamed), device="cpu", lazy=True).built
