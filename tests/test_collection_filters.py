@@ -103,7 +103,9 @@ def random_where(rng: np.random.Generator) -> dict:
         else:
             pick = lambda: (START + timedelta(hours=int(rng.integers(0, 24 * 365)))).isoformat()  # noqa: E731
         # two operators on one field (a range such as gte + lt) are intersected by the filter
-        spec = {op: [pick() for _ in range(int(rng.integers(1, 4)))] if op in LIST_OPS else pick() for op in ops}
+        spec = {
+            op: [pick() for _ in range(int(rng.integers(1, 4)))] if op in LIST_OPS else pick() for op in ops
+        }
         where[str(name)] = spec["eq"] if ops == ["eq"] and rng.random() < 0.5 else spec
     return where
 
