@@ -105,8 +105,7 @@ def create_model_and_transforms(
         path, known = official_weights(ARCHS[spec], weights_dir=weights_dir), ARCHS[spec]
     elif Path(spec).expanduser().is_file():
         path = Path(spec).expanduser().resolve()
-        named = _run_config_arch(path)
-        known = (ARCHS.get(named) or arch_by_struct(named)) if named else None
+        known = _named_arch(path) if lazy else None  # an eager load reads it in checkpoint_arch
     else:
         raise TuwenError(
             f"unknown model {spec!r}: use one of {', '.join(OFFICIAL_NAMES)}, tiny, "
@@ -131,6 +130,16 @@ def _loaded(
     if lazy:
         return LoadedModel(None, image_transform(arch.resolution), arch, spec, model_id, device, build=ready)
     return LoadedModel(ready(), image_transform(arch.resolution), arch, spec, model_id, device)
+
+
+def _named_arch(path: Path) -> ArchSpec | None:
+    """The architecture the checkpoint's run config.json names (None without one)."""
+    return _arch_named(_run_config_arch(path))
+
+
+def _arch_named(name: str | None) -> ArchSpec | None:
+    """A registered architecture by its name or its structure name (None for None or unknown)."""
+    return (ARCHS.get(name) or arch_by_struct(name)) if name else None
 
 
 def _checkpoint_model(path: Path, arch: ArchSpec) -> CLIP:
@@ -195,12 +204,7 @@ def checkpoint_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def checkpoint_arch(checkpoint: dict, state_dict: dict, path: Path) -> ArchSpec:
     """The architecture named in the checkpoint or its run's config.json, else read off shapes."""
-    for named in (checkpoint.get("model_arch"), _run_config_arch(path)):
-        if named:
-            arch = ARCHS.get(named) or arch_by_struct(named)
-            if arch:
-                return arch
-    arch = infer_arch(state_dict)
+    arch = _arch_named(checkpoint.get("model_arch")) or _named_arch(path) or infer_arch(state_dict)
     if arch is None:
         raise TuwenError(f"{path}: the weights match none of the known architectures ({', '.join(ARCHS)})")
     return arch
