@@ -25,6 +25,7 @@ from pathlib import Path
 import harness  # noqa: F401  (sys.path, HF_HUB_OFFLINE)
 import numpy as np
 import torch
+from cn_clip.clip import image_transform as cn_clip_image_transform
 from cn_clip.clip import tokenize
 from harness import header, median, table
 from photos import make_captions, make_photos
@@ -41,9 +42,10 @@ from models.tokens import CONTEXT_LENGTH
 
 def readme_images(lm: LoadedModel, paths: list[Path]) -> np.ndarray:
     out = []
+    preprocess = cn_clip_image_transform(lm.arch.resolution)  # the README's own transform
     with torch.no_grad():
         for p in paths:
-            image = lm.preprocess(Image.open(p)).unsqueeze(0)
+            image = preprocess(Image.open(p)).unsqueeze(0)
             features = lm.model.encode_image(image)
             features /= features.norm(dim=-1, keepdim=True)
             out.append(features[0].numpy())
@@ -147,7 +149,7 @@ def decode_split(lm: LoadedModel, args, paths: list[Path]) -> str:
     """Item 4: the default backend's end-to-end image rate for decode workers x model threads,
     beside the tower alone on pixels decoded beforehand (the ceiling), methods in turns."""
     backend = resolve_backend("auto", device_type="cpu")
-    pixels = torch.stack([lm.preprocess(Image.open(p).convert("RGB")) for p in paths])
+    pixels = torch.from_numpy(np.stack([lm.preprocess(Image.open(p).convert("RGB")) for p in paths]))
     index = {p: i for i, p in enumerate(paths)}
     methods: dict[str, Callable[[list], np.ndarray]] = {}
     for threads in (1, 2):

@@ -158,6 +158,7 @@ def part_vit_smoke(home: Path, steps: int, batch: int) -> dict:
 
 def plain_loop(home: Path, *, batch: int, steps: int, threads: int) -> list[float]:
     """What a user writes from cn_clip's code without its DDP launcher: fixed batches, same loss."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
     from cn_clip.clip import tokenize
@@ -179,7 +180,7 @@ def plain_loop(home: Path, *, batch: int, steps: int, threads: int) -> list[floa
     for s in range(steps):
         chunk = pairs[s * batch : (s + 1) * batch]
         tick = time.perf_counter()
-        images = torch.stack([loaded.preprocess(open_image(p.path)) for p in chunk])
+        images = torch.from_numpy(np.stack([loaded.preprocess(open_image(p.path)) for p in chunk]))
         texts = tokenize([p.caption for p in chunk], 52)
         optimizer.zero_grad()
         with amp.autocast():

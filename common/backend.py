@@ -60,7 +60,7 @@ def resolve_backend_precision(
 ) -> tuple[str, str]:
     """(image precision, text precision) for a resolved backend; ``cpu_bf16``: the CPU has native
     bf16; ``prefer_bf16``: ``auto`` picks bf16 for images (default: ``cpu_bf16``; the caller passes
-    ``common.precision.cpu_prefers_bf16()``, bf16 measured faster than fp32 here)."""
+    OpenVINO's measured answer, ``models.backends.runtime_towers.openvino_prefers_bf16()``)."""
     precision = canonical_precision(precision)
     if precision not in ENCODE_PRECISIONS:
         raise TuwenError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, not {precision!r}")

@@ -9,7 +9,8 @@ from common.errors import TuwenError
 from common.settings import Settings
 from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
 from indexer import store
-from models.backends.export import Calibration, ensure_converted, export_towers, sample_calibration
+from models.backends import Calibration, ensure_converted, sample_calibration
+from models.backends.export import export_towers
 from models.factory import create_model_and_transforms
 
 

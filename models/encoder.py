@@ -12,17 +12,19 @@ Where the time goes on a CPU, and what this file does about it (measured in
 - images: JPEG decode (at a reduced DCT scale when the file is much larger than the input) and
   resize run in DataLoader worker processes, overlapped with the model's forward pass, at most
   4 batches ahead (a bounded queue), while the towers use every core (``common.runtime``).
+
+No PyTorch here: texts and single images (a server's queries) are numpy end to end, and only
+decoding files in worker processes imports PyTorch's DataLoader, with the ``torch`` backend or a
+conversion the only other users (``models.backends``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.runtime import decode_workers
@@ -36,11 +38,12 @@ TEXT_BATCH = 64
 IMAGE_BATCH = 16  # on CPU larger batches are no faster per image, and the first batch waits longer
 
 
-class ImageFiles(Dataset):
+class ImageFiles:
     """Image files to model pixels, one per item: reduced-size JPEG decoding, then ``preprocess``.
 
-    Runs in DataLoader workers (here) or Ray tasks (``indexer.encode.ray_runner``); a bad file
-    yields a zero tensor and its error instead of raising, so one file never stops a batch.
+    A map-style dataset (``__len__``, ``__getitem__``) for DataLoader workers (here) or Ray tasks
+    (``indexer.encode.ray_runner``); a bad file yields zero pixels and its error instead of
+    raising, so one file never stops a batch.
     """
 
     def __init__(self, paths: Sequence[str | Path], preprocess, resolution: int):
@@ -54,7 +57,7 @@ class ImageFiles(Dataset):
             img = open_image(self.paths[i], draft_size=(self.resolution, self.resolution))
             return self.preprocess(img), ""
         except ImageDecodeError as exc:
-            return torch.zeros(3, self.resolution, self.resolution), str(exc) or "unreadable"
+            return np.zeros((3, self.resolution, self.resolution), np.float32), str(exc) or "unreadable"
 
 
 class Encoder:
@@ -77,7 +80,7 @@ class Encoder:
         job_images: int | None = None,
     ):
         self.loaded = loaded
-        self.device = loaded.device
+        self.device = loaded.device  # "cpu", "cuda"...
         self.towers: Towers = open_towers(
             loaded,
             backend=backend,
@@ -113,12 +116,10 @@ class Encoder:
         features = np.asarray(features, dtype=np.float32)
         return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
-    @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+    def encode_pixels(self, pixels) -> np.ndarray:
         """L2-normalised embeddings of preprocessed pixels (N, 3, R, R): the image tower alone."""
         return self._finish(self.towers.encode_image(pixels))
 
-    @torch.inference_mode()
     def encode_texts(
         self, texts: Sequence[str], *, batch_size: int = TEXT_BATCH, progress: bool = False
     ) -> np.ndarray:
@@ -128,20 +129,17 @@ class Encoder:
         tokens = tokenize_texts(texts)
         lengths = token_lengths(tokens)
         # Longest first: each batch holds texts of similar length, and memory peaks at the start.
-        order = torch.argsort(lengths, descending=True, stable=True)
+        order = np.argsort(-lengths, kind="stable")
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="texts", unit="batch", disable=not progress):
             rows = order[start : start + batch_size]
             width = max(int(lengths[rows].max()), 1)
-            out[rows.numpy()] = self._finish(self.towers.encode_text(tokens[rows, :width].contiguous()))
+            out[rows] = self._finish(self.towers.encode_text(np.ascontiguousarray(tokens[rows, :width])))
         return out
 
-    @torch.inference_mode()
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = torch.stack([self.loaded.preprocess(img) for img in images])
-        return self.encode_pixels(batch)
+        return self.encode_pixels(np.stack([self.loaded.preprocess(img) for img in images]))
 
-    @torch.inference_mode()
     def encode_image_files(
         self,
         paths: Sequence[str | Path],
@@ -157,19 +155,15 @@ class Encoder:
         """
         workers = decode_workers(workers)
         dataset = ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            num_workers=workers,
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-            pin_memory=self.device.type == "cuda",
-        )
+        if workers:
+            batches = _worker_batches(dataset, batch_size, workers, pin=self.loaded.device_type == "cuda")
+        else:
+            batches = _batches(dataset, batch_size)
         out = np.zeros((len(dataset), self.loaded.embed_dim), dtype=np.float32)
         errors: list[str] = []
         start = 0
         with tqdm(total=len(dataset), desc="images", unit="img", disable=not progress) as bar:
-            for pixels, batch_errors in loader:
+            for pixels, batch_errors in batches:
                 out[start : start + len(pixels)] = self.encode_pixels(pixels)
                 errors.extend(batch_errors)
                 start += len(pixels)
@@ -178,6 +172,27 @@ class Encoder:
             if err:
                 out[i] = 0.0
         return out, errors
+
+
+def _batches(dataset: ImageFiles, batch_size: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Decoded in this process (a server's single uploads, tests): no worker, no PyTorch."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield np.stack([pixels for pixels, _ in items]), [error for _, error in items]
+
+
+def _worker_batches(dataset: ImageFiles, batch_size: int, workers: int, *, pin: bool) -> Iterable:
+    """Decoded in ``workers`` DataLoader processes, at most 4 batches ahead of the model."""
+    from torch.utils.data import DataLoader  # PyTorch's worker pool: only when files decode in workers
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=4,
+        pin_memory=pin,
+    )
 
 
 def open_encoder(

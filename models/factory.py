@@ -1,5 +1,9 @@
 """One entry point from a model spec to a ready model, its image transform and its identity.
 
+This module imports no PyTorch: a model's identity, architecture and transform are known without
+it, and ``models.torch_model`` (PyTorch, cn_clip's model code) is imported when a model is built.
+A server whose exported towers are cached builds none, and so never holds PyTorch's 840 MB.
+
 Specs (weight sources are kept apart from architectures, as open_clip does):
 - ``ViT-B-16`` etc.: official Chinese-CLIP weights, found in (or downloaded into) ``weights_dir``;
 - a path to a checkpoint in cn_clip's format (``{"state_dict": ...}``, ``module.`` prefix or not);
@@ -15,18 +19,17 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
-from cn_clip.clip import image_transform
-from cn_clip.clip.model import CLIP
+from types import ModuleType
+from typing import Any
 
 from common.errors import TuwenError
+from common.hardware import cuda_available
 from common.runs import read_run_config
 from common.settings import get_settings
-from models.registry import ARCHS, HF_ORG, OFFICIAL_NAMES, ArchSpec, arch_by_struct
+from models.preprocess import image_transform
+from models.registry import ARCHS, HF_ORG, OFFICIAL_NAMES, RANDOM_SEED, ArchSpec, arch_by_struct
 
 log = logging.getLogger(__name__)
-RANDOM_SEED = 0
 
 
 class LoadedModel:
@@ -40,21 +43,21 @@ class LoadedModel:
 
     def __init__(
         self,
-        model: CLIP | None,
+        model: Any,
         preprocess: Callable,
         arch: ArchSpec,
         spec: str,
         model_id: str,  # identifies the weights: indexes built by one model refuse queries from another
-        device: torch.device,
+        device: str,  # "cpu", "cuda", "cuda:1" (``default_device``)
         *,
-        build: Callable[[], CLIP] | None = None,
+        build: Callable[[], Any] | None = None,
     ):
         self._model, self._build = model, build
         self.preprocess, self.arch, self.spec = preprocess, arch, spec
         self.model_id, self.device = model_id, device
 
     @property
-    def model(self) -> CLIP | None:
+    def model(self):  # cn_clip's CLIP (a torch.nn.Module), or None
         """The PyTorch model (built now if it was deferred); None once released."""
         if self._model is None and self._build is not None:
             self._model, self._build = self._build(), None
@@ -69,21 +72,34 @@ class LoadedModel:
         return LoadedModel(None, self.preprocess, self.arch, self.spec, self.model_id, self.device)
 
     @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    @property
     def embed_dim(self) -> int:
         return int(self.arch.config()["embed_dim"])
 
 
-def default_device(device: str | None = None) -> torch.device:
+_DEVICE = re.compile(r"(cpu|cuda(:\d+)?|mps)")
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` checked (``cpu``, ``cuda``, ``cuda:N``, ``mps``), else CUDA when PyTorch sees a GPU."""
     if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not _DEVICE.fullmatch(str(device)):
+            raise TuwenError(
+                f"device must be cpu, cuda, cuda:N or mps (TUWEN_DEVICE / --device), not {device!r}"
+            )
+        return str(device)
+    return "cuda" if cuda_available() else "cpu"
 
 
-def build_model(arch: ArchSpec, *, seed: int = RANDOM_SEED) -> CLIP:
-    """An fp32 ``CLIP`` with deterministic random weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CLIP(**arch.config()).float()
+def _torch_model() -> ModuleType:
+    # The one deferred import of PyTorch on the model path: it comes with the first model built,
+    # not with this module, so a process on cached exported towers never loads it (see above).
+    from models import torch_model
+
+    return torch_model
 
 
 def create_model_and_transforms(
@@ -100,7 +116,7 @@ def create_model_and_transforms(
     if spec.startswith("random:") or spec == "tiny":
         arch = _arch_or_error(spec.removeprefix("random:"))
         model_id = f"{spec}@seed{RANDOM_SEED}"
-        return _loaded(lambda: build_model(arch), arch, spec, model_id, target, lazy=lazy)
+        return _loaded(lambda: _torch_model().build_model(arch), arch, spec, model_id, target, lazy=lazy)
     if spec in ARCHS and spec in OFFICIAL_NAMES:
         path, known = official_weights(ARCHS[spec], weights_dir=weights_dir), ARCHS[spec]
     elif Path(spec).expanduser().is_file():
@@ -113,18 +129,19 @@ def create_model_and_transforms(
         )
     model_id_of = lambda arch: f"{arch.name}:{file_sha256(path)[:16]}"  # noqa: E731
     if lazy and known is not None:
-        deferred = lambda: _checkpoint_model(path, known)  # noqa: E731
+        deferred = lambda: _torch_model().checkpoint_model(path, known)  # noqa: E731
         return _loaded(deferred, known, spec, model_id_of(known), target, lazy=True)
-    checkpoint = load_checkpoint(path)
-    state_dict = checkpoint_state_dict(checkpoint)
+    torch_model = _torch_model()
+    checkpoint = torch_model.load_checkpoint(path)
+    state_dict = torch_model.checkpoint_state_dict(checkpoint)
     arch = checkpoint_arch(checkpoint, state_dict, path)
-    model = build_model(arch)
-    _load_state_dict(model, state_dict, path)
+    model = torch_model.build_model(arch)
+    torch_model.load_state_dict(model, state_dict, path)
     return _loaded(lambda: model, arch, spec, model_id_of(arch), target, lazy=False)
 
 
 def _loaded(
-    build: Callable[[], CLIP], arch: ArchSpec, spec: str, model_id: str, device: torch.device, *, lazy: bool
+    build: Callable[[], Any], arch: ArchSpec, spec: str, model_id: str, device: str, *, lazy: bool
 ) -> LoadedModel:
     ready = lambda: build().to(device).eval()  # noqa: E731
     if lazy:
@@ -140,13 +157,6 @@ def _named_arch(path: Path) -> ArchSpec | None:
 def _arch_named(name: str | None) -> ArchSpec | None:
     """A registered architecture by its name or its structure name (None for None or unknown)."""
     return (ARCHS.get(name) or arch_by_struct(name)) if name else None
-
-
-def _checkpoint_model(path: Path, arch: ArchSpec) -> CLIP:
-    """The checkpoint's weights in ``arch`` (a deferred build: the checkpoint is read only now)."""
-    model = build_model(arch)
-    _load_state_dict(model, checkpoint_state_dict(load_checkpoint(path)), path)
-    return model
 
 
 def _arch_or_error(name: str) -> ArchSpec:
@@ -184,22 +194,6 @@ def official_weights(arch: ArchSpec, *, weights_dir: str | Path | None) -> Path:
         f"Put {arch.weights_file} there (it is on the Hugging Face hub as "
         f"{HF_ORG}/{arch.hf_repo}), or pass the checkpoint's path as the model."
     )
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TuwenError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    if not isinstance(checkpoint, dict):
-        raise TuwenError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
-    return checkpoint
-
-
-def checkpoint_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The weights of a cn_clip checkpoint (or of a bare state dict) without ``module.``."""
-    sd = checkpoint.get("state_dict", checkpoint)
-    return {k.removeprefix("module."): v for k, v in sd.items() if "bert.pooler" not in k}
 
 
 def checkpoint_arch(checkpoint: dict, state_dict: dict, path: Path) -> ArchSpec:
@@ -249,13 +243,6 @@ def infer_arch(state_dict: dict) -> ArchSpec | None:
         ):
             return arch
     return None
-
-
-def _load_state_dict(model: CLIP, state_dict: dict, path: Path) -> None:
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
-    except RuntimeError as exc:
-        raise TuwenError(f"{path}: weights do not fit the architecture: {exc}") from exc
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:

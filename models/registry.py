@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cn_clip.clip
 
-CN_CLIP_CONFIG_DIR = Path(cn_clip.clip.__file__).parent / "model_configs"
+def _cn_clip_dir() -> Path:
+    """cn_clip's ``clip`` folder, found without importing it: its ``__init__`` loads PyTorch."""
+    package = importlib.util.find_spec("cn_clip")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("cn_clip is not installed (pip install cn_clip)")
+    return Path(next(iter(package.submodule_search_locations))) / "clip"
+
+
+CN_CLIP_DIR = _cn_clip_dir()
+CN_CLIP_CONFIG_DIR = CN_CLIP_DIR / "model_configs"
 OWN_CONFIG_DIR = Path(__file__).parent / "model_configs"
 HF_ORG = "OFA-Sys"
+RANDOM_SEED = 0  # the weights of ``tiny`` and ``random:ARCH``, named in their model ids
 
 
 @dataclass(frozen=True)

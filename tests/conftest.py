@@ -16,6 +16,10 @@ from common.settings import Settings
 from tuwen.demo.corpus import generate_demo_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+# Modules share a pytest-xdist worker: after a UMAP test, numba's TBB pool prints "Unable to join
+# threads..." into the captured output of every later fork (DataLoader workers, a CLI's JSON).
+# numba's own work queue starts no pool that outlives a call. Users' processes are left alone.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 

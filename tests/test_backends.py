@@ -11,8 +11,9 @@ from PIL import Image
 from common.backend import installed, resolve_backend, resolve_backend_precision
 from common.errors import TuwenError
 from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
-from models.backends import CONVERT_FROM_IMAGES, Calibration
-from models.backends.export import check_stamp, converted_path, ensure_converted, export_towers
+from models.backends import CONVERT_FROM_IMAGES, Calibration, ensure_converted
+from models.backends.converted import check_stamp, converted_path
+from models.backends.export import export_towers
 from models.encoder import Encoder, open_encoder
 from models.factory import create_model_and_transforms
 

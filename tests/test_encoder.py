@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cn_clip.clip import image_transform as cn_clip_image_transform
 from cn_clip.clip import tokenize
 from PIL import Image
 
@@ -99,7 +100,9 @@ def test_fast_image_files_are_equivalent_to_fp32_full_decode(tiny, photo_files, 
     with torch.no_grad():
         ref = np.stack(
             [
-                tiny.model.encode_image(tiny.preprocess(Image.open(p)).unsqueeze(0))[0].numpy()
+                tiny.model.encode_image(
+                    cn_clip_image_transform(tiny.arch.resolution)(Image.open(p)).unsqueeze(0)
+                )[0].numpy()
                 for p in photo_files
             ]
         )
@@ -137,12 +140,13 @@ def test_unreadable_files_give_errors_and_zero_rows_not_exceptions(tiny, photo_f
 def test_auto_takes_bf16_only_where_it_was_measured_faster(monkeypatch):
     """Issue 22: AVX512-BF16 without AMX ran bf16 products at about half the fp32 speed on one Xeon;
     auto follows the measured gain, never the instruction set alone."""
+    import common.hardware as hardware
     import common.precision as precision
 
     for gain, supported, expected in ((0.5, True, False), (2.5, True, True), (2.5, False, False)):
         precision.cpu_prefers_bf16.cache_clear()
         monkeypatch.setattr(precision, "bf16_gemm_gain", lambda gain=gain: gain)
-        monkeypatch.setattr(precision, "cpu_supports_bf16", lambda supported=supported: supported)
+        monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda supported=supported: supported)
         assert precision.cpu_prefers_bf16() is expected, (gain, supported)
         assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
     precision.cpu_prefers_bf16.cache_clear()

@@ -17,9 +17,10 @@ from indexer.build import index_corpus
 from indexer.index_files import load_current
 from indexer.ingest import ingest
 from models.encoder import Encoder
-from models.factory import build_model, create_model_and_transforms
+from models.factory import create_model_and_transforms
 from models.imageio import open_image
 from models.registry import ARCHS
+from models.torch_model import build_model
 
 
 def make_settings(home: Path, **overrides) -> Settings:

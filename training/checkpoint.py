@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from common.files import atomic_path
-from models.factory import load_checkpoint
+from models.torch_model import load_checkpoint
 from training.options import RESUME_KEYS
 
 

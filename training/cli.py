@@ -220,7 +220,7 @@ def _check_gpus(settings, *, nproc: int) -> None:
 
     from models.factory import default_device
 
-    if default_device(settings.device).type == "cuda" and nproc > torch.cuda.device_count():
+    if default_device(settings.device).startswith("cuda") and nproc > torch.cuda.device_count():
         raise TuwenError(
             f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s), one per process"
         )

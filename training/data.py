@@ -116,14 +116,14 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         pair = self.pairs[i]
-        tokens = tokenize_texts([pair.caption])[0]
+        tokens = torch.from_numpy(tokenize_texts([pair.caption])[0])
         try:
             image = open_image(pair.path, draft_size=(self.resolution, self.resolution))
         except ImageDecodeError:
             # readable at ingest, gone since: a blank picture costs one noisy negative, not the run
             return torch.zeros(3, self.resolution, self.resolution), tokens
         if self.augment_seed is None:
-            return self.transform(image), tokens
+            return torch.as_tensor(self.transform(image)), tokens  # the model's numpy transform
         seed, epoch = self.augment_seed
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):

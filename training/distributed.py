@@ -83,8 +83,9 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def device(self, device: torch.device) -> torch.device:
+    def device(self, device: torch.device | str) -> torch.device:
         """One GPU per process on a machine: ``cuda:LOCAL_RANK``."""
+        device = torch.device(device)
         if not (self.distributed and device.type == "cuda"):
             return device
         if self.local_rank >= torch.cuda.device_count():

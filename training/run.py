@@ -121,7 +121,7 @@ def set_up(
     optimizer, schedule, resume, and on rank 0 config.json and the metrics log."""
     world = world or World()
     options.out.mkdir(parents=True, exist_ok=True)
-    device = device or default_device(settings.device)
+    device = device or torch.device(default_device(settings.device))
     amp = Amp(resolve_precision(options.precision, device), device)
     resumed = checkpoint.load(options.resume) if options.resume else None
     spec = str(options.resume.resolve()) if options.resume else options.model

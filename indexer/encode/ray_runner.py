@@ -221,7 +221,7 @@ def decode_images(batch: dict[str, np.ndarray], *, preprocess, resolution: int) 
     return {
         "set": batch["set"],
         "row": batch["row"],
-        "pixels": np.stack([pixels.numpy() for pixels, _ in decoded]),
+        "pixels": np.stack([pixels for pixels, _ in decoded]),
         "error": np.array([error for _, error in decoded], dtype=object),
     }
 

@@ -3,7 +3,11 @@
 ``Encoder`` (``models/encoder.py``) keeps everything the backends share: image decoding and
 preprocessing, sorting texts by length and trimming their padding, batching, normalisation. A
 backend only runs ``encode_image(pixels (B, 3, R, R) float32)`` and ``encode_text(tokens (B, L)
-int64)`` and returns unnormalised ``(B, D)`` float32 features. The choice is ``common.backend``'s.
+int64)`` (numpy arrays or CPU tensors) and returns unnormalised ``(B, D)`` float32 features. The
+choice is ``common.backend``'s.
+
+PyTorch is imported only for the ``torch`` backend and for a conversion: a process whose exported
+towers are cached runs without it (840 MB less memory for a server).
 """
 
 from __future__ import annotations
@@ -13,20 +17,32 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from common.backend import resolve_backend, resolve_backend_precision
 from common.console import say
-from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
+from common.files import atomic_folder
+from common.hardware import cpu_supports_bf16, cpu_supports_vnni
 from common.runtime import available_cores
 from common.settings import get_settings
 from common.vocabulary import canonical_precision
-from models.backends.export import Calibration, cached_conversion, ensure_converted, sample_calibration
-from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers
-from models.backends.torch_towers import TorchTowers
+from models.backends.converted import (
+    Calibration,
+    cached_conversion,
+    cached_int8,
+    converted_path,
+    sample_calibration,
+)
+from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers, openvino_prefers_bf16
 from models.factory import LoadedModel
 
-__all__ = ["CONVERT_FROM_IMAGES", "Calibration", "Towers", "open_towers", "sample_calibration"]
+__all__ = [
+    "CONVERT_FROM_IMAGES",
+    "Calibration",
+    "Towers",
+    "ensure_converted",
+    "open_towers",
+    "sample_calibration",
+]
 
 # Under ``auto``, a job that would have to convert the towers first (nothing cached for this model
 # yet) and encodes fewer images than this runs on PyTorch, at the same precisions, and converts
@@ -42,9 +58,9 @@ class Towers(Protocol):
     image_precision: str
     text_precision: str
 
-    def encode_image(self, pixels: torch.Tensor) -> np.ndarray: ...
+    def encode_image(self, pixels) -> np.ndarray: ...
 
-    def encode_text(self, tokens: torch.Tensor) -> np.ndarray: ...
+    def encode_text(self, tokens) -> np.ndarray: ...
 
 
 def open_towers(
@@ -66,7 +82,7 @@ def open_towers(
     images the job will encode (None: unknown or long-running, as a server), see
     ``CONVERT_FROM_IMAGES``.
     """
-    name = resolve_backend(backend, device_type=loaded.device.type)
+    name = resolve_backend(backend, device_type=loaded.device_type)
     cache_dir = cache_dir or get_settings().converted_dir
     if _small_job_first(loaded, name, backend, precision, cache_dir, job_images):
         (echo or say)(
@@ -77,16 +93,10 @@ def open_towers(
         name = "torch"
     if name == "torch":
         resolve_backend_precision("torch", precision, cpu_bf16=False)  # refuses int8
+        from models.backends.torch_towers import TorchTowers  # PyTorch: only for this backend
+
         return TorchTowers(loaded, precision=precision or "auto")
-    auto = canonical_precision(precision) == "auto"
-    image_precision, text_precision = resolve_backend_precision(
-        name, precision, cpu_bf16=cpu_supports_bf16(), prefer_bf16=auto and cpu_prefers_bf16()
-    )
-    if image_precision == "int8" and loaded.device.type == "cpu" and not cpu_supports_vnni():
-        (echo or say)(
-            "note: this CPU has no int8 dot-product instructions (VNNI/AMX): int8 is emulated here and "
-            "may be slower than fp32"
-        )
+    image_precision, text_precision = _exported_precisions(loaded, name, precision, echo=echo or say)
     folder = ensure_converted(
         loaded,
         fmt=name,
@@ -98,7 +108,7 @@ def open_towers(
     threads = threads or available_cores()
     if name == "onnx":
         return OnnxTowers(
-            folder, model_id=loaded.model_id, threads=threads, cuda=loaded.device.type == "cuda"
+            folder, model_id=loaded.model_id, threads=threads, cuda=loaded.device_type == "cuda"
         )
     return OpenVinoTowers(
         folder,
@@ -107,6 +117,23 @@ def open_towers(
         image_precision=image_precision,
         text_precision=text_precision,
     )
+
+
+def _exported_precisions(
+    loaded: LoadedModel, name: str, precision: str | None, *, echo: Callable[[str], None]
+) -> tuple[str, str]:
+    """(image, text) precisions on an exported backend; a note where int8 would be emulated."""
+    # bf16 images under auto only where OpenVINO measures them faster (ONNX Runtime stays fp32)
+    prefer_bf16 = canonical_precision(precision) == "auto" and name == "openvino" and openvino_prefers_bf16()
+    image_precision, text_precision = resolve_backend_precision(
+        name, precision, cpu_bf16=cpu_supports_bf16(), prefer_bf16=prefer_bf16
+    )
+    if image_precision == "int8" and loaded.device_type == "cpu" and not cpu_supports_vnni():
+        echo(
+            "note: this CPU has no int8 dot-product instructions (VNNI/AMX): int8 is emulated here and "
+            "may be slower than fp32"
+        )
+    return image_precision, text_precision
 
 
 def _small_job_first(
@@ -123,3 +150,31 @@ def _small_job_first(
     if job_images >= CONVERT_FROM_IMAGES or canonical_precision(precision) == "int8":
         return False
     return cached_conversion(loaded, fmt=name, precision="fp32", cache_dir=cache_dir) is None
+
+
+def ensure_converted(
+    loaded: LoadedModel,
+    *,
+    fmt: str,
+    precision: str,
+    cache_dir: Path,
+    calibration: Calibration | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """The cached converted towers of ``loaded`` (built on the first call); precision fp32 or int8."""
+    if precision == "int8" and calibration is None:
+        return cached_int8(loaded, fmt=fmt, cache_dir=cache_dir)
+    cached = cached_conversion(
+        loaded, fmt=fmt, precision=precision, cache_dir=cache_dir, calibration=calibration
+    )
+    if cached is not None:
+        return cached
+    path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
+    (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
+    # PyTorch (and the exporters) load only to convert: a process that finds the towers cached
+    # never imports them.
+    from models.backends.export import export_towers
+
+    with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
+        export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
+    return path

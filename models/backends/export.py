@@ -5,9 +5,8 @@ Chinese-CLIP's own ONNX scripts fix the batch at 1 (its issue #47); here the ima
 dimensions dynamic, so the encoder's batching and padding trimming carry over unchanged.
 
 Every artifact carries the model id (ONNX metadata ``tuwen.model_id``, OpenVINO ``rt_info``, and
-``meta.json`` beside it): towers of one model never serve an index built by another. Converted
-towers are cached in ``$TUWEN_HOME/converted/<model id>/<format>-<precision>[-<calibration>]/`` and
-reused; a folder appears only complete (written under a temporary name, then renamed).
+``meta.json`` beside it): towers of one model never serve an index built by another. Where they
+are cached, and how a cached folder is found, is ``models.backends.converted``'s.
 
 int8: NNCF post-training quantization, calibrated on a sample of the corpus's own images and
 captions (``Calibration``); the calibration set's digest names the folder.
@@ -15,66 +14,22 @@ captions (``Calibration``); the calibration set's digest names the folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.errors import TuwenError
-from common.files import atomic_folder, write_json_atomic
+from common.files import write_json_atomic
 from common.vocabulary import EXPORT_FORMATS, EXPORT_PRECISIONS
+from models.backends.converted import INPUTS, META, STAMP_KEY, TOWERS, Calibration, tower_file
 from models.factory import LoadedModel
 from models.imageio import ImageDecodeError, open_image
 from models.tokens import tokenize_texts, trim_padding
 
-META = "meta.json"
 OPSET = 18
-STAMP_KEY = "tuwen.model_id"
-TOWERS = ("image", "text")
-INPUTS = {"image": "pixels", "text": "tokens"}
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What int8 quantization calibrates on: some of the corpus's image files and captions."""
-
-    image_paths: tuple[str, ...] = field(default_factory=tuple)
-    texts: tuple[str, ...] = field(default_factory=tuple)
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for item in (*self.image_paths, "\0", *self.texts):
-            h.update(item.encode("utf-8", "surrogatepass") + b"\n")
-        return h.hexdigest()[:10]
-
-
-CALIBRATION_IMAGES = 128  # NNCF's default subset is 300; 128 images already fix the ranges here
-CALIBRATION_TEXTS = 256
-
-
-def sample_calibration(
-    *,
-    image_paths: list[str],
-    texts: list[str],
-    max_images: int = CALIBRATION_IMAGES,
-    max_texts: int = CALIBRATION_TEXTS,
-) -> Calibration:
-    """An evenly spaced sample of a corpus's images and captions (deterministic, so cacheable)."""
-
-    def spaced(items: list[str], n: int) -> tuple[str, ...]:
-        if len(items) <= n:
-            return tuple(items)
-        return tuple(items[round(i * (len(items) - 1) / (n - 1))] for i in range(n))
-
-    return Calibration(
-        image_paths=spaced([str(p) for p in image_paths], max_images), texts=spaced(texts, max_texts)
-    )
 
 
 class _ImageTower(torch.nn.Module):
@@ -100,89 +55,8 @@ def _examples(loaded: LoadedModel) -> dict[str, torch.Tensor]:
     r = loaded.arch.resolution
     return {
         "image": torch.zeros(2, 3, r, r),
-        "text": trim_padding(tokenize_texts(["一只猫在沙发上睡觉", "红色连衣裙"])),
+        "text": torch.from_numpy(trim_padding(tokenize_texts(["一只猫在沙发上睡觉", "红色连衣裙"]))),
     }
-
-
-def _safe(model_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", model_id)
-
-
-def converted_path(
-    cache_dir: Path, model_id: str, *, fmt: str, precision: str, calibration: Calibration | None
-) -> Path:
-    name = f"{fmt}-{precision}"
-    if precision == "int8":
-        name += f"-{calibration.digest() if calibration else 'any'}"
-    return Path(cache_dir) / _safe(model_id) / name
-
-
-def read_meta(folder: Path) -> dict | None:
-    try:
-        return json.loads((Path(folder) / META).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def check_stamp(folder: Path, model_id: str) -> dict:
-    """The folder's meta.json, after checking it was made from the model ``model_id``."""
-    meta = read_meta(folder)
-    if meta is None:
-        raise TuwenError(f"{folder}: no readable {META}; export the model again (tuwen export-model)")
-    if meta.get("model_id") != model_id:
-        raise TuwenError(
-            f"{folder} holds towers of model {meta.get('model_id')}, not {model_id}: "
-            "export this model (tuwen export-model --model SPEC)"
-        )
-    return meta
-
-
-def ensure_converted(
-    loaded: LoadedModel,
-    *,
-    fmt: str,
-    precision: str,
-    cache_dir: Path,
-    calibration: Calibration | None = None,
-    echo: Callable[[str], None] | None = None,
-) -> Path:
-    """The cached converted towers of ``loaded`` (built on the first call); precision fp32 or int8."""
-    if precision == "int8" and calibration is None:
-        return _cached_int8(loaded, fmt=fmt, cache_dir=cache_dir)
-    cached = cached_conversion(
-        loaded, fmt=fmt, precision=precision, cache_dir=cache_dir, calibration=calibration
-    )
-    if cached is not None:
-        return cached
-    path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
-    (echo or (lambda _m: None))(f"converting {loaded.spec} to {fmt} {precision} in {path} (once)")
-    with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
-        export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
-    return path
-
-
-def cached_conversion(
-    loaded: LoadedModel, *, fmt: str, precision: str, cache_dir: Path, calibration: Calibration | None = None
-) -> Path | None:
-    """The finished conversion of ``loaded`` in the cache (its meta.json names this model), else None."""
-    path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
-    meta = read_meta(path)
-    return path if meta is not None and meta.get("model_id") == loaded.model_id else None
-
-
-def _cached_int8(loaded: LoadedModel, *, fmt: str, cache_dir: Path) -> Path:
-    """The newest int8 conversion of this model, whatever corpus calibrated it (query encoding)."""
-    found = sorted(
-        (Path(cache_dir) / _safe(loaded.model_id)).glob(f"{fmt}-int8-*/{META}"),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not found:
-        raise TuwenError(
-            f"no int8 {fmt} towers of {loaded.model_id} yet: int8 calibrates on a corpus, so run "
-            f"`tuwen index --backend {fmt} --precision int8` or `tuwen export-model --format {fmt} "
-            "--precision int8` after `tuwen ingest` first"
-        )
-    return found[-1].parent
 
 
 def export_towers(
@@ -219,7 +93,7 @@ def export_towers(
         "format": fmt,
         "precision": precision,
         "calibration": _describe(calibration) if precision == "int8" else None,
-        "files": {t: _tower_file(fmt, t) for t in TOWERS},
+        "files": {t: tower_file(fmt, t) for t in TOWERS},
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomic(out / META, meta)  # last: an ``out`` with meta.json is complete
@@ -234,10 +108,6 @@ def _describe(calibration: Calibration | None) -> dict | None:
         "images": len(calibration.image_paths),
         "texts": len(calibration.texts),
     }
-
-
-def _tower_file(fmt: str, tower: str) -> str:
-    return f"{tower}.onnx" if fmt == "onnx" else f"{tower}.xml"
 
 
 def _write_onnx(
@@ -294,7 +164,7 @@ def calibration_samples(tower: str, loaded: LoadedModel, calibration: Calibratio
     name = INPUTS[tower]
     if tower == "text":
         for text in calibration.texts:
-            yield {name: trim_padding(tokenize_texts([text])).numpy()}
+            yield {name: trim_padding(tokenize_texts([text]))}
         return
     r = loaded.arch.resolution
     for path in calibration.image_paths:
@@ -302,7 +172,7 @@ def calibration_samples(tower: str, loaded: LoadedModel, calibration: Calibratio
             image = open_image(path, draft_size=(r, r))
         except ImageDecodeError:
             continue
-        yield {name: loaded.preprocess(image).unsqueeze(0).numpy().astype(np.float32)}
+        yield {name: loaded.preprocess(image)[None].astype(np.float32)}
 
 
 def _quantize(model, tower: str, loaded: LoadedModel, calibration: Calibration):

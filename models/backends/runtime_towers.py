@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common.errors import TuwenError
-from models.backends.export import INPUTS, TOWERS, check_stamp
+from common.hardware import PROBE_SHAPE, best_seconds, bf16_pays
+from models.backends.converted import INPUTS, TOWERS, check_stamp
 
 
 class OnnxTowers:
@@ -34,11 +34,11 @@ class OnnxTowers:
             check_stamp_value(stamp, model_id, Path(folder) / meta["files"][tower])
         self.image_precision = self.text_precision = meta["precision"]
 
-    def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.sessions["image"].run(None, {INPUTS["image"]: pixels.numpy()})[0]
+    def encode_image(self, pixels) -> np.ndarray:
+        return self.sessions["image"].run(None, {INPUTS["image"]: np.asarray(pixels)})[0]
 
-    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
-        return self.sessions["text"].run(None, {INPUTS["text"]: tokens.numpy()})[0]
+    def encode_text(self, tokens) -> np.ndarray:
+        return self.sessions["text"].run(None, {INPUTS["text"]: np.asarray(tokens)})[0]
 
 
 class OpenVinoTowers:
@@ -77,11 +77,11 @@ class OpenVinoTowers:
             request.infer({0: array})
             return request.get_output_tensor(0).data.copy()
 
-    def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
-        return self._run("image", pixels.numpy())
+    def encode_image(self, pixels) -> np.ndarray:
+        return self._run("image", np.asarray(pixels))
 
-    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
-        return self._run("text", tokens.numpy())
+    def encode_text(self, tokens) -> np.ndarray:
+        return self._run("text", np.asarray(tokens))
 
 
 @functools.cache
@@ -90,6 +90,33 @@ def _openvino_core():
     import openvino as ov  # optional (tuwen[backends]): only for --backend openvino
 
     return ov.Core()
+
+
+@functools.cache
+def openvino_prefers_bf16() -> bool:
+    """``auto``'s choice of bf16 images on OpenVINO here (``common.hardware.bf16_pays``), measured
+    once per process on OpenVINO's own CPU kernels: no PyTorch needed, and it is OpenVINO's speed
+    that counts."""
+    return bf16_pays(openvino_bf16_gain)
+
+
+def openvino_bf16_gain(shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int = 3) -> float:
+    """fp32 time over bf16 time of one ``(m, k) @ (k, n)`` product compiled by OpenVINO's CPU plugin."""
+    import openvino as ov  # optional (tuwen[backends]): only for --backend openvino
+    import openvino.opset13 as ops
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    x = ops.parameter([m, k], ov.Type.f32)
+    weights = ops.constant(rng.standard_normal((k, n), dtype=np.float32))
+    product = ov.Model([ops.matmul(x, weights, False, False)], [x])
+    data = rng.standard_normal((m, k), dtype=np.float32)
+    best = {}
+    for hint in ("f32", "bf16"):
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        request = _openvino_core().compile_model(product, "CPU", config).create_infer_request()
+        best[hint] = best_seconds(lambda request=request: request.infer({0: data}), repeats)
+    return best["f32"] / best["bf16"]
 
 
 def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:

@@ -16,7 +16,7 @@ class TorchTowers:
 
     def __init__(self, loaded: LoadedModel, *, precision: str = "auto"):
         self.model = loaded.model.eval()
-        self.device = loaded.device
+        self.device = torch.device(loaded.device)
         self.image_precision = resolve_precision(precision, self.device)
         # Texts stay fp32 under "auto" on CPU: trimming the padding already makes them >= 3x the
         # README loop, and bf16 text embeddings missed the top-5 overlap bar (0.933 < 0.95 in one
@@ -33,14 +33,14 @@ class TorchTowers:
         return features.float().cpu().numpy()
 
     @torch.inference_mode()
-    def encode_image(self, pixels: torch.Tensor) -> np.ndarray:
-        pixels = pixels.to(self.device, non_blocking=True)
+    def encode_image(self, pixels) -> np.ndarray:
+        pixels = torch.as_tensor(pixels).to(self.device, non_blocking=True)
         if self._channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         with autocast(self.image_precision, self.device):
             return self._numpy(self.model.encode_image(pixels))
 
     @torch.inference_mode()
-    def encode_text(self, tokens: torch.Tensor) -> np.ndarray:
+    def encode_text(self, tokens) -> np.ndarray:
         with autocast(self.text_precision, self.device):
-            return self._numpy(self.model.encode_text(tokens.to(self.device)))
+            return self._numpy(self.model.encode_text(torch.as_tensor(tokens).to(self.device)))
