@@ -9,18 +9,25 @@ same process run (``bench/bench_roofline.py`` prints the ceilings alone). The me
   cn_clip's tokenizer trims the padding). Counted FLOPs are matmuls and convolutions only, which
   is what bounds a ViT: softmax, layer norm and GELU are a few percent and are not in the rate
   either, so the ceiling is an upper bound on what any backend can reach at that precision.
-- Rate: ``torch.mm`` on the tower's GEMM shapes (tokens x width by width x 3 width for the attention
-  input, width x width for its output, width x 4 width and 4 width x width for the MLP) for the
-  batch the encoder uses, in the precision measured (fp32; bf16 where the CPU has native bf16),
-  on every thread torch has. The rate is the FLOP-weighted harmonic mean over the shapes (the
-  time the tower's GEMMs would take at each shape's best rate).
+- Rate: the tower's GEMM shapes (tokens x width by width x 3 width for the attention input,
+  width x width for its output, width x 4 width and 4 width x width for the MLP) for the batch the
+  encoder uses, in the precision measured (fp32; bf16 where the CPU has native bf16), on every
+  thread, each shape timed on ``torch.mm`` and, where OpenVINO is installed, on an OpenVINO
+  ``MatMul`` with constant weights (as a converted tower runs them), and the faster of the two
+  kept: a ceiling must hold for every library here (on an EPYC, OpenVINO's fp32 kernels ran the
+  text tower's batch-1 shapes up to 2x faster than PyTorch's, so a ceiling from ``torch.mm``
+  alone was beaten by the tower itself). The rate is the FLOP-weighted harmonic mean over the
+  shapes (the time the tower's GEMMs would take at each shape's best rate).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -86,25 +93,59 @@ def tower_shapes(
     return [(m, width, 3 * width), (m, width, width), (m, width, 4 * width), (m, 4 * width, width)]
 
 
-def gemm_rate(shapes: list[tuple[int, int, int]], dtype: str, *, repeats: int = 5) -> float:
-    """Sustained GFLOP/s over ``shapes`` (FLOP-weighted harmonic mean of each shape's best time)."""
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+def libraries() -> tuple[str, ...]:
+    """The GEMM libraries a ceiling is taken over: PyTorch, and OpenVINO where installed."""
+    return ("torch", "openvino") if importlib.util.find_spec("openvino") is not None else ("torch",)
+
+
+def gemm_rate(
+    shapes: list[tuple[int, int, int]], dtype: str, *, repeats: int = 5, among: tuple[str, ...] | None = None
+) -> float:
+    """Sustained GFLOP/s over ``shapes`` (FLOP-weighted harmonic mean of each shape's best time,
+    the best of the libraries ``among``, default all of ``libraries()``)."""
+    products = {"torch": _torch_product, "openvino": _openvino_product}
     total_flop = total_seconds = 0.0
-    for m, k, n in shapes:
-        a = torch.randn(m, k).to(torch_dtype)
-        b = torch.randn(k, n).to(torch_dtype)
-        flop = 2.0 * m * k * n
+    for shape in shapes:
+        flop = 2.0 * shape[0] * shape[1] * shape[2]
         inner = max(1, int(2e9 / flop))  # ~2 GFLOP per timing: long enough to time, short to repeat
-        torch.mm(a, b)  # warm-up (packing, thread pool)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(inner):
-                torch.mm(a, b)
-            best = min(best, (time.perf_counter() - start) / inner)
+        runs = [products[name](shape, dtype) for name in among or libraries()]
         total_flop += flop
-        total_seconds += best
+        total_seconds += min(_best_seconds(run, inner, repeats) for run in runs)
     return total_flop / total_seconds / 1e9
+
+
+def _best_seconds(run: Callable[[], object], inner: int, repeats: int) -> float:
+    run()  # warm-up (packing, thread pool)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            run()
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best
+
+
+def _torch_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], object]:
+    m, k, n = shape
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(m, k).to(torch_dtype), torch.randn(k, n).to(torch_dtype)
+    return lambda: torch.mm(a, b)
+
+
+def _openvino_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], object]:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    x = ops.parameter([m, k], ov.Type.f32)
+    product = ov.Model(
+        [ops.matmul(x, ops.constant(rng.standard_normal((k, n), dtype=np.float32)), False, False)], [x]
+    )
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+    request = ov.Core().compile_model(product, "CPU", config).create_infer_request()
+    data = rng.standard_normal((m, k), dtype=np.float32)
+    return lambda: request.infer({0: data})
 
 
 def ceiling(
