@@ -21,13 +21,19 @@ def available_cores() -> int:
 
 
 def decode_workers(requested: int | None = None) -> int:
-    """Image-decoding processes that run beside a model: one per spare core, at most 4.
+    """Image-decoding processes that run beside a model: one per spare core, at most 4; none on a
+    machine of 2 cores or fewer.
 
-    With 2 cores one is enough to keep ahead of the model (``bench/bench_encode.py``).
+    There the model takes both cores and the images are decoded between its batches: a photo JPEG
+    decoded at reduced DCT scale costs about 4% of a ViT-B-16 forward pass, less than a worker
+    process sharing the model's cores takes from it, and no worker means no PyTorch DataLoader
+    (``tuwen index`` of 256 photos on cached OpenVINO towers, Zen 5: 15.7-16.3 s in process against
+    16.2-16.6 s with one worker; bench/RESULTS.md, issue 22).
     """
     if requested is not None:
         return requested
-    return max(1, min(MAX_WORKERS, available_cores() - 1))
+    cores = available_cores()
+    return 0 if cores <= 2 else min(MAX_WORKERS, cores - 1)
 
 
 def check_workers(requested: int | None = None) -> int:

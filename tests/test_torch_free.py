@@ -102,3 +102,13 @@ def test_a_process_on_cached_towers_never_imports_pytorch(tmp_path):
         (got["files"], reference.encode_image_files([photo], workers=0)[0], 0.999 if bf16 else 0.9999),
     ):
         assert float(np.min(np.sum(np.asarray(ours) * theirs, axis=1))) >= floor
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (4, 3), (16, 4)])
+def test_small_machines_decode_between_batches(monkeypatch, cores, workers):
+    """On 2 cores the model keeps both and images decode in process (no DataLoader, no PyTorch)."""
+    import common.runtime as runtime
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert runtime.decode_workers() == workers
+    assert runtime.decode_workers(1) == 1  # asked for: as asked

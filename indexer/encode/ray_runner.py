@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import common
@@ -235,8 +234,7 @@ class EncodeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "pixels" in batch:  # decoded upstream: only the image tower runs here
             errors = np.asarray(batch["error"], dtype=object)
-            with torch.inference_mode():
-                vectors = self.mapper.encoder.encode_pixels(torch.from_numpy(batch["pixels"]))
+            vectors = self.mapper.encoder.encode_pixels(batch["pixels"])
             vectors[errors != ""] = 0.0  # as the local encoder leaves a failed file
         else:
             vectors, error_list = self.mapper.encode_sources("text", list(batch["source"]))
