@@ -33,13 +33,18 @@ def main() -> None:
             shapes = tower_shapes(lm, what, c.batch)
             each = [f"{gemm_rate(shapes, dtype, among=(name,)):.0f}" for name in libraries()]
             floor = f"{c.per_second:.2f} images/s" if what == "image" else f"{1000 * c.seconds:.1f} ms/query"
-            rows.append([what, dtype, c.batch, f"{c.gflop:.2f}", *each, f"{c.gflops_rate:.0f}", floor])
+            memory = [f"{c.weight_mb:.0f}", f"{c.bandwidth_gbs:.0f}", c.bound]
+            rows.append(
+                [what, dtype, c.batch, f"{c.gflop:.2f}", *each, f"{c.gflops_rate:.0f}", *memory, floor]
+            )
     print(header(f"Ceilings of this CPU, {args.model}"))
     rates = [f"{name} GFLOP/s" for name in libraries()]
-    print(table(["tower", "dtype", "GEMM batch", "GFLOP each", *rates, "best GFLOP/s", "ceiling"], rows))
+    columns = ["tower", "dtype", "GEMM batch", "GFLOP each", *rates, "best GFLOP/s"]
+    print(table([*columns, "weights MB / batch", "read GB/s", "bound", "ceiling"], rows))
     print(
         "\nbest: per shape, the faster library (FLOP-weighted harmonic mean over the shapes), measured "
-        "again for the ceiling column; the per-library columns are separate runs."
+        "again for the ceiling column; the per-library columns are separate runs. bound: the slower of "
+        "the GEMMs at the best rate and reading the weights once per batch at the read bandwidth."
     )
 
 

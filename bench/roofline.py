@@ -18,6 +18,12 @@ same process run (``bench/bench_roofline.py`` prints the ceilings alone). The me
   text tower's batch-1 shapes up to 2x faster than PyTorch's, so a ceiling from ``torch.mm``
   alone was beaten by the tower itself). The rate is the FLOP-weighted harmonic mean over the
   shapes (the time the tower's GEMMs would take at each shape's best rate).
+- Memory: each input must also read the tower's weights once per batch (the linear and
+  convolution weights, in the precision measured; the text tower's embedding tables are left out,
+  a query reads a few rows of them) at the machine's read bandwidth (best of several full-thread
+  reductions over 1 GiB). The ceiling is the slower of the two bounds, as issue 22 reads it ("326
+  MiB of weights at 22 GB/s would be 15 ms, so it is compute-bound"): one query at batch 1 reads
+  the whole text tower, and on a CPU with fast GEMMs that read, not the arithmetic, is its floor.
 """
 
 from __future__ import annotations
@@ -43,11 +49,25 @@ class Ceiling:
     gflop: float  # per image, or per query
     gflops_rate: float  # sustained GEMM GFLOP/s on the tower's shapes
     batch: int
+    weight_mb: float = 0.0  # read once per batch
+    bandwidth_gbs: float = float("inf")  # memory read bandwidth
+
+    @property
+    def compute_seconds(self) -> float:
+        return self.gflop / self.gflops_rate
+
+    @property
+    def memory_seconds(self) -> float:
+        return self.weight_mb / 1e3 / self.batch / self.bandwidth_gbs
+
+    @property
+    def bound(self) -> str:
+        return "memory" if self.memory_seconds > self.compute_seconds else "compute"
 
     @property
     def seconds(self) -> float:
-        """The least time one image (or one query) can take at this rate."""
-        return self.gflop / self.gflops_rate
+        """The least time one image (or one query) can take: the slower of the two bounds."""
+        return max(self.compute_seconds, self.memory_seconds)
 
     @property
     def per_second(self) -> float:
@@ -59,9 +79,16 @@ class Ceiling:
     def describe(self) -> str:
         unit = "images/s" if self.what == "image" else "ms per query"
         value = f"{self.per_second:.2f}" if self.what == "image" else f"{1000 * self.seconds:.1f}"
+        memory = ""
+        if self.weight_mb:
+            memory = (
+                f", {self.weight_mb:.0f} MB of weights per batch at {self.bandwidth_gbs:.0f} GB/s = "
+                f"{1000 * self.memory_seconds:.1f} ms each"
+            )
         return (
             f"{self.what} tower {self.dtype}: {self.gflop:.2f} GFLOP at {self.gflops_rate:.0f} GFLOP/s "
-            f"(batch {self.batch}) = {value} {unit}"
+            f"(batch {self.batch}) = {1000 * self.compute_seconds:.1f} ms each{memory}; {self.bound}-bound: "
+            f"{value} {unit}"
         )
 
 
@@ -148,6 +175,24 @@ def _openvino_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], o
     return lambda: request.infer({0: data})
 
 
+def weight_mb(lm: LoadedModel, what: str, dtype: str) -> float:
+    """MB of the weights one batch reads: the tower's parameters but the text embedding tables."""
+    model = lm.model
+    if what == "image":
+        params = list(model.visual.named_parameters())
+    else:
+        params = [(n, p) for n, p in model.bert.named_parameters() if ".embeddings." not in f".{n}"]
+        params.append(("text_projection", model.text_projection))
+    return sum(p.numel() for _, p in params) * (2 if dtype == "bf16" else 4) / 1e6
+
+
+def memory_bandwidth(*, gib: float = 1.0, repeats: int = 5) -> float:
+    """Read bandwidth in GB/s: the best of ``repeats`` full-thread sums over ``gib`` GiB of fp32."""
+    data = torch.ones(int(gib * 2**30) // 4)
+    best = _best_seconds(data.sum, 1, repeats)
+    return data.numel() * 4 / best / 1e9
+
+
 def ceiling(
     lm: LoadedModel, what: str, *, dtype: str = "fp32", batch: int | None = None, tokens: int = QUERY_TOKENS
 ) -> Ceiling:
@@ -155,4 +200,12 @@ def ceiling(
     batch = batch or (32 if what == "image" else 1)
     rate = gemm_rate(tower_shapes(lm, what, batch, tokens=tokens), dtype)
     gflop = count_flops(lm, what, tokens=tokens)
-    return Ceiling(what=what, dtype=dtype, gflop=gflop, gflops_rate=rate, batch=batch)
+    return Ceiling(
+        what=what,
+        dtype=dtype,
+        gflop=gflop,
+        gflops_rate=rate,
+        batch=batch,
+        weight_mb=weight_mb(lm, what, dtype),
+        bandwidth_gbs=memory_bandwidth(),
+    )
