@@ -29,14 +29,14 @@ same process run (``bench/bench_roofline.py`` prints the ceilings alone). The me
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.hardware import best_seconds
+from models.backends.runtime_towers import openvino_product
 from models.factory import LoadedModel
 
 QUERY_TOKENS = 16
@@ -137,19 +137,8 @@ def gemm_rate(
         inner = max(1, int(2e9 / flop))  # ~2 GFLOP per timing: long enough to time, short to repeat
         runs = [products[name](shape, dtype) for name in among or libraries()]
         total_flop += flop
-        total_seconds += min(_best_seconds(run, inner, repeats) for run in runs)
+        total_seconds += min(best_seconds(run, repeats, inner=inner) for run in runs)
     return total_flop / total_seconds / 1e9
-
-
-def _best_seconds(run: Callable[[], object], inner: int, repeats: int) -> float:
-    run()  # warm-up (packing, thread pool)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            run()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
 
 
 def _torch_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], object]:
@@ -160,36 +149,24 @@ def _torch_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], obje
 
 
 def _openvino_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], object]:
-    import openvino as ov
-    import openvino.opset13 as ops
-
-    m, k, n = shape
-    rng = np.random.default_rng(0)
-    x = ops.parameter([m, k], ov.Type.f32)
-    product = ov.Model(
-        [ops.matmul(x, ops.constant(rng.standard_normal((k, n), dtype=np.float32)), False, False)], [x]
-    )
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
-    request = ov.Core().compile_model(product, "CPU", config).create_infer_request()
-    data = rng.standard_normal((m, k), dtype=np.float32)
-    return lambda: request.infer({0: data})
+    return openvino_product(shape, "bf16" if dtype == "bf16" else "f32")
 
 
 def weight_mb(lm: LoadedModel, what: str, dtype: str) -> float:
     """MB of the weights one batch reads: the tower's parameters but the text embedding tables."""
     model = lm.model
     if what == "image":
-        params = list(model.visual.named_parameters())
+        params = list(model.visual.parameters())
     else:
-        params = [(n, p) for n, p in model.bert.named_parameters() if ".embeddings." not in f".{n}"]
-        params.append(("text_projection", model.text_projection))
-    return sum(p.numel() for _, p in params) * (2 if dtype == "bf16" else 4) / 1e6
+        params = [p for n, p in model.bert.named_parameters() if ".embeddings." not in f".{n}"]
+        params.append(model.text_projection)
+    return sum(p.numel() for p in params) * (2 if dtype == "bf16" else 4) / 1e6
 
 
 def memory_bandwidth(*, gib: float = 1.0, repeats: int = 5) -> float:
     """Read bandwidth in GB/s: the best of ``repeats`` full-thread sums over ``gib`` GiB of fp32."""
     data = torch.ones(int(gib * 2**30) // 4)
-    best = _best_seconds(data.sum, 1, repeats)
+    best = best_seconds(data.sum, repeats)
     return data.numel() * 4 / best / 1e9
 
 

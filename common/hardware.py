@@ -72,12 +72,14 @@ def bf16_pays(gain: Callable[[], float]) -> bool:
     return cpu_supports_bf16() and gain() >= BF16_MIN_GAIN
 
 
-def best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
-    """The best of ``repeats`` timings of ``run`` after one warm-up call."""
+def best_seconds(run: Callable[[], object], repeats: int = 3, *, inner: int = 1) -> float:
+    """Seconds per call of ``run``: the best of ``repeats`` timings of ``inner`` calls each, after
+    one warm-up call (packing, thread pools)."""
     run()
-    times = []
+    best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for _ in range(inner):
+            run()
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,14 @@ def openvino_prefers_bf16() -> bool:
 
 def openvino_bf16_gain(shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int = 3) -> float:
     """fp32 time over bf16 time of one ``(m, k) @ (k, n)`` product compiled by OpenVINO's CPU plugin."""
+    best = {hint: best_seconds(openvino_product(shape, hint), repeats) for hint in ("f32", "bf16")}
+    return best["f32"] / best["bf16"]
+
+
+def openvino_product(shape: tuple[int, int, int], hint: str) -> Callable[[], object]:
+    """One ``(m, k) @ (k, n)`` product with constant weights (as a converted tower runs its
+    layers), compiled for OpenVINO's CPU plugin at precision ``hint`` (``f32`` or ``bf16``):
+    a call runs it once."""
     import openvino as ov  # optional (tuwen[backends]): only for --backend openvino
     import openvino.opset13 as ops
 
@@ -110,13 +119,10 @@ def openvino_bf16_gain(shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int =
     x = ops.parameter([m, k], ov.Type.f32)
     weights = ops.constant(rng.standard_normal((k, n), dtype=np.float32))
     product = ov.Model([ops.matmul(x, weights, False, False)], [x])
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    request = _openvino_core().compile_model(product, "CPU", config).create_infer_request()
     data = rng.standard_normal((m, k), dtype=np.float32)
-    best = {}
-    for hint in ("f32", "bf16"):
-        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        request = _openvino_core().compile_model(product, "CPU", config).create_infer_request()
-        best[hint] = best_seconds(lambda request=request: request.infer({0: data}), repeats)
-    return best["f32"] / best["bf16"]
+    return lambda: request.infer({0: data})
 
 
 def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:
