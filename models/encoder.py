@@ -59,6 +59,11 @@ class ImageFiles:
         except ImageDecodeError as exc:
             return np.zeros((3, self.resolution, self.resolution), np.float32), str(exc) or "unreadable"
 
+    def batch(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        """Items ``start:stop`` decoded here: stacked pixels, and per item its error ("" when fine)."""
+        items = [self[i] for i in range(start, min(stop, len(self)))]
+        return np.stack([pixels for pixels, _ in items]), [error for _, error in items]
+
 
 class Encoder:
     """Batched, normalised embeddings; the towers underneath are one backend's (``models.backends``).
@@ -177,8 +182,7 @@ class Encoder:
 def _batches(dataset: ImageFiles, batch_size: int) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Decoded in this process (a server's single uploads, tests): no worker, no PyTorch."""
     for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        yield np.stack([pixels for pixels, _ in items]), [error for _, error in items]
+        yield dataset.batch(start, start + batch_size)
 
 
 def _worker_batches(dataset: ImageFiles, batch_size: int, workers: int, *, pin: bool) -> Iterable:

@@ -216,13 +216,9 @@ def encode_sets(
 def decode_images(batch: dict[str, np.ndarray], *, preprocess, resolution: int) -> dict[str, np.ndarray]:
     """CPU task: decode and preprocess image files exactly as the local encoder's loader does."""
     files = ImageFiles(list(batch["source"]), preprocess, resolution)
-    decoded = [files[i] for i in range(len(files))]
-    return {
-        "set": batch["set"],
-        "row": batch["row"],
-        "pixels": np.stack([pixels for pixels, _ in decoded]),
-        "error": np.array([error for _, error in decoded], dtype=object),
-    }
+    pixels, errors = files.batch(0, len(files))
+    errors = np.array(errors, dtype=object)
+    return {"set": batch["set"], "row": batch["row"], "pixels": pixels, "error": errors}
 
 
 class EncodeActor:
