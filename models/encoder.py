@@ -11,7 +11,8 @@ Where the time goes on a CPU, and what this file does about it (measured in
   the work: Chinese captions are mostly 10-30 tokens);
 - images: JPEG decode (at a reduced DCT scale when the file is much larger than the input) and
   resize run in DataLoader worker processes, overlapped with the model's forward pass, at most
-  4 batches ahead (a bounded queue), while the towers use every core (``common.runtime``).
+  4 batches ahead (a bounded queue), while the towers use every core; on 2 cores or fewer they
+  run in this process between the model's batches (``common.runtime.decode_workers``).
 
 No PyTorch here: texts and single images (a server's queries) are numpy end to end, and only
 decoding files in worker processes imports PyTorch's DataLoader, with the ``torch`` backend or a
