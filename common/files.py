@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,34 +81,51 @@ def temp_sibling(target: str | Path, *, suffix: str = "tmp") -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.{suffix}")
 
 
-def publish_folder(tmp: Path, target: Path, *, replace: bool = False) -> Path:
+def publish_folder(
+    tmp: Path, target: Path, *, replace: bool = False, keep: Callable[[Path], bool] | None = None
+) -> Path:
     """Rename the finished folder ``tmp`` to ``target`` durably: its files fsynced first.
 
-    ``replace``: an existing ``target`` is removed first (a cache rebuilt). Readers of a
-    replaced folder must tolerate its absence for that moment; a live pointer that switches
-    between folders (``indexer.index_files``'s ``CURRENT``) never needs ``replace``.
+    ``keep``: a ``target`` that is already there and that ``keep`` accepts stays, and ``tmp`` is
+    dropped: another process published the same content first (two servers converting one model
+    into a shared cache), and its readers may be reading it now. ``replace``: any other existing
+    ``target`` is removed (a stale cache rebuilt); readers of a replaced folder must tolerate its
+    absence for that moment. A live pointer that switches between folders
+    (``indexer.index_files``'s ``CURRENT``) needs neither.
     """
     for path in tmp.rglob("*"):
         if path.is_file():
             fsync_file(path)
-    if replace:
+    try:
+        os.replace(tmp, target)  # atomic where nothing is there yet, and never over a full folder
+    except OSError:
+        if not target.is_dir():
+            raise
+        if keep is not None and keep(target):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        if not replace:
+            raise
         shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+        os.replace(tmp, target)
     fsync_dir(target.parent)
     return target
 
 
 @contextmanager
-def atomic_folder(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
+def atomic_folder(
+    target: str | Path, *, replace: bool = True, keep: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; on a clean exit it becomes ``target``
-    (``publish_folder``); on an exception it is removed and ``target`` is left as it was."""
+    (``publish_folder``, with ``replace`` and ``keep``); on an exception it is removed and
+    ``target`` is left as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target, suffix="tmpdir")
     tmp.mkdir()
     try:
         yield tmp
-        publish_folder(tmp, target, replace=replace)
+        publish_folder(tmp, target, replace=replace, keep=keep)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

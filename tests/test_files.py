@@ -63,3 +63,28 @@ def test_atomic_folder_publishes_whole_or_not_at_all(tmp_path):
     with files.atomic_folder(target) as tmp:  # replace=True: a stale folder is rebuilt
         (tmp / "meta.json").write_text('{"v": 2}')
     assert (target / "meta.json").read_text() == '{"v": 2}'
+
+
+def test_a_folder_published_first_by_another_process_is_kept(tmp_path):
+    """Two replicas convert one model into a shared cache: the second to finish keeps the first's
+    folder (its readers may be loading it), and drops its own; a stale folder is still rebuilt."""
+    target = tmp_path / "converted" / "model"
+    same = lambda folder: (folder / "meta.json").read_text() == '{"model_id": "m"}'  # noqa: E731
+    with files.atomic_folder(target, keep=same) as first:
+        (first / "meta.json").write_text('{"model_id": "m"}')
+        (first / "text.bin").write_text("first")
+    opened = (target / "text.bin").open()  # a reader of the first folder
+    with files.atomic_folder(target, keep=same) as second:
+        (second / "meta.json").write_text('{"model_id": "m"}')
+        (second / "text.bin").write_text("second")
+    assert (target / "text.bin").read_text() == "first" and opened.read() == "first"
+    opened.close()
+    assert _leftovers(target.parent) == []
+    (target / "meta.json").write_text('{"model_id": "old"}')  # stale: another model's towers
+    with files.atomic_folder(target, keep=same) as third:
+        (third / "meta.json").write_text('{"model_id": "m"}')
+        (third / "text.bin").write_text("third")
+    assert (target / "text.bin").read_text() == "third"
+    with pytest.raises(OSError), files.atomic_folder(target, replace=False) as fourth:
+        (fourth / "meta.json").write_text("{}")  # neither kept nor replaceable: refused
+    assert (target / "text.bin").read_text() == "third" and _leftovers(target.parent) == []

@@ -30,6 +30,7 @@ from models.backends.converted import (
     cached_conversion,
     cached_int8,
     converted_path,
+    is_conversion_of,
     sample_calibration,
 )
 from models.backends.runtime_towers import OnnxTowers, OpenVinoTowers, openvino_prefers_bf16
@@ -175,6 +176,8 @@ def ensure_converted(
     # never imports them.
     from models.backends.export import export_towers
 
-    with atomic_folder(path) as tmp:  # a stale conversion of another model id is replaced
+    # Another process (a second replica on the same home) may publish these towers while this one
+    # converts: its folder is kept, as its readers may be loading it; a stale one is replaced.
+    with atomic_folder(path, keep=lambda folder: is_conversion_of(folder, loaded.model_id)) as tmp:
         export_towers(loaded, fmt=fmt, out=tmp, precision=precision, calibration=calibration)
     return path

@@ -98,8 +98,13 @@ def cached_conversion(
 ) -> Path | None:
     """The finished conversion of ``loaded`` in the cache (its meta.json names this model), else None."""
     path = converted_path(cache_dir, loaded.model_id, fmt=fmt, precision=precision, calibration=calibration)
-    meta = read_meta(path)
-    return path if meta is not None and meta.get("model_id") == loaded.model_id else None
+    return path if is_conversion_of(path, loaded.model_id) else None
+
+
+def is_conversion_of(folder: Path, model_id: str) -> bool:
+    """``folder`` holds finished towers of the model ``model_id`` (its meta.json, written last, says so)."""
+    meta = read_meta(folder)
+    return meta is not None and meta.get("model_id") == model_id
 
 
 def cached_int8(loaded: LoadedModel, *, fmt: str, cache_dir: Path) -> Path:
