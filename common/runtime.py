@@ -12,6 +12,9 @@ import os
 from collections.abc import Iterator
 
 MAX_WORKERS = 4
+# Concurrent forward passes of a bulk encoding job on CPU (``encode_streams``): one per core, at most
+# this many, so that each still gets a few images of a 16-image batch.
+MAX_STREAMS = 4
 
 
 def available_cores() -> int:
@@ -69,3 +72,18 @@ def encode_threads(workers: int, requested: int | None = None) -> int:
     mostly idle (``bench/bench_encode.py --model-threads``, bench/RESULTS.md).
     """
     return requested or available_cores()
+
+
+def encode_streams(threads: int, *, device_type: str = "cpu") -> int:
+    """Forward passes a bulk encoding job (``tuwen index``, ``corpus encode``) runs at once on the CPU:
+    one per core, at most ``MAX_STREAMS``, the ``threads`` shared out among them; 1 on a GPU.
+
+    Why: one forward pass split over the cores by the libraries' own thread pools waits at a
+    barrier after every operator, and on a 2-core AVX2 EPYC a ViT-B-16 batch ran 1.5x faster as
+    two single-threaded passes of half a batch each than as one pass on two threads with PyTorch,
+    1.1-1.2x with OpenVINO (bench/RESULTS.md, issue 22). A server answers one query at a time and
+    keeps one pass on every thread, which is what its latency needs.
+    """
+    if device_type != "cpu":
+        return 1
+    return max(1, min(MAX_STREAMS, threads))

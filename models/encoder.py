@@ -12,7 +12,10 @@ Where the time goes on a CPU, and what this file does about it (measured in
 - images: JPEG decode (at a reduced DCT scale when the file is much larger than the input) and
   resize run in DataLoader worker processes, overlapped with the model's forward pass, at most
   4 batches ahead (a bounded queue), while the towers use every core; on 2 cores or fewer they
-  run in this process between the model's batches (``common.runtime.decode_workers``).
+  run in this process (``common.runtime.decode_workers``);
+- a bulk job's batches run as several single-threaded passes at once (``streams``, from
+  ``common.runtime.encode_streams``), each pass decoding its own part of the batch in its thread
+  when no worker does, so one pass decodes while the others compute.
 
 No PyTorch here: texts and single images (a server's queries) are numpy end to end, and only
 decoding files in worker processes imports PyTorch's DataLoader, with the ``torch`` backend or a
@@ -21,14 +24,17 @@ conversion the only other users (``models.backends``).
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common.runtime import decode_workers
+from common.runtime import available_cores, decode_workers, encode_streams
 from common.settings import Settings
 from models.backends import Calibration, Towers, open_towers
 from models.factory import LoadedModel, create_model_and_transforms
@@ -84,6 +90,7 @@ class Encoder:
         echo: Callable[[str], None] | None = None,
         release_torch: bool = False,
         job_images: int | None = None,
+        streams: int = 1,
     ):
         self.loaded = loaded
         self.device = loaded.device  # "cpu", "cuda"...
@@ -96,6 +103,7 @@ class Encoder:
             threads=threads,
             echo=echo,
             job_images=job_images,
+            streams=streams,
         )
         self.backend = self.towers.backend
         if release_torch and self.backend != "torch":
@@ -161,23 +169,73 @@ class Encoder:
         """
         workers = decode_workers(workers)
         dataset = ImageFiles(paths, self.loaded.preprocess, self.loaded.arch.resolution)
-        if workers:
-            batches = _worker_batches(dataset, batch_size, workers, pin=self.loaded.device_type == "cuda")
-        else:
-            batches = _batches(dataset, batch_size)
         out = np.zeros((len(dataset), self.loaded.embed_dim), dtype=np.float32)
-        errors: list[str] = []
-        start = 0
-        with tqdm(total=len(dataset), desc="images", unit="img", disable=not progress) as bar:
-            for pixels, batch_errors in batches:
-                out[start : start + len(pixels)] = self.encode_pixels(pixels)
-                errors.extend(batch_errors)
-                start += len(pixels)
-                bar.update(len(pixels))
+        errors = [""] * len(dataset)
+        with (
+            tqdm(total=len(dataset), desc="images", unit="img", disable=not progress) as bar,
+            self.towers.streaming(),
+        ):
+            for start, vectors, batch_errors in self._encoded(dataset, batch_size, workers):
+                stop = start + len(vectors)
+                out[start:stop], errors[start:stop] = vectors, batch_errors
+                bar.update(len(vectors))
         for i, err in enumerate(errors):
             if err:
                 out[i] = 0.0
         return out, errors
+
+    def _encoded(
+        self, dataset: ImageFiles, batch_size: int, workers: int
+    ) -> Iterator[tuple[int, np.ndarray, list[str]]]:
+        """(first row, vectors, errors) of each batch, in order."""
+        streams = self.towers.streams
+        if workers:
+            batches: Iterable = _worker_batches(
+                dataset, batch_size, workers, pin=self.loaded.device_type == "cuda"
+            )
+        elif streams > 1:
+            # Each pass decodes its part of the files and encodes it, in its own thread.
+            part = max(1, batch_size // streams)
+            yield from _in_order(
+                lambda start: (start, *self._decoded_and_encoded(dataset, start, start + part)),
+                range(0, len(dataset), part),
+                streams,
+            )
+            return
+        else:
+            batches = _batches(dataset, batch_size)
+        start = 0
+        with ThreadPoolExecutor(streams) if streams > 1 else contextlib.nullcontext() as pool:
+            for pixels, batch_errors in batches:
+                yield start, self._encode_parts(pixels, streams, pool), list(batch_errors)
+                start += len(pixels)
+
+    def _decoded_and_encoded(
+        self, dataset: ImageFiles, start: int, stop: int
+    ) -> tuple[np.ndarray, list[str]]:
+        pixels, errors = dataset.batch(start, stop)
+        return self.encode_pixels(pixels), errors
+
+    def _encode_parts(self, pixels, streams: int, pool: ThreadPoolExecutor | None) -> np.ndarray:
+        """One decoded batch as ``streams`` passes at once (one pass without a pool)."""
+        if pool is None or len(pixels) < 2:
+            return self.encode_pixels(pixels)
+        bounds = np.linspace(0, len(pixels), min(streams, len(pixels)) + 1).astype(int)
+        parts = [pixels[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return np.concatenate(list(pool.map(self.encode_pixels, parts)))
+
+
+def _in_order(job: Callable[[int], tuple], starts: Iterable[int], streams: int) -> Iterator[tuple]:
+    """``job(start)`` for each start on ``streams`` threads, at most two per thread queued, results
+    in order (a bounded window: memory stays flat however many files there are)."""
+    with ThreadPoolExecutor(streams) as pool:
+        pending: deque[Future] = deque()
+        for start in starts:
+            pending.append(pool.submit(job, start))
+            if len(pending) >= 2 * streams:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _batches(dataset: ImageFiles, batch_size: int) -> Iterator[tuple[np.ndarray, list[str]]]:
@@ -214,6 +272,7 @@ def open_encoder(
     echo: Callable[[str], None] | None = None,
     release_torch: bool = False,
     job_images: int | None = None,
+    bulk: bool = False,
 ) -> Encoder:
     """The one way to get an encoder: ``model`` (a spec, or a model already loaded) on ``backend``
     at ``precision``.
@@ -224,7 +283,9 @@ def open_encoder(
     ``Encoder``'s own default (the model as loaded: torch at auto precision, nothing cached).
     ``release_torch``: drop the PyTorch weights once an exported backend holds its own (a server).
     ``job_images``: the images a job will encode; under ``auto`` a small first job skips the
-    conversion (``models.backends.CONVERT_FROM_IMAGES``).
+    conversion (``models.backends.CONVERT_FROM_IMAGES``). ``bulk``: a job that encodes many files
+    (an index), run as several passes at once (``common.runtime.encode_streams``); a server's
+    single queries keep one pass on every core.
     """
     if isinstance(model, LoadedModel):
         loaded = model
@@ -247,4 +308,5 @@ def open_encoder(
         echo=echo,
         release_torch=release_torch,
         job_images=job_images,
+        streams=encode_streams(threads or available_cores(), device_type=loaded.device_type) if bulk else 1,
     )

@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from common.backend import installed, resolve_backend, resolve_backend_precision
 from common.errors import TuwenError
 from common.precision import cpu_prefers_bf16, cpu_supports_bf16, cpu_supports_vnni
+from common.runtime import MAX_STREAMS, encode_streams
 from models.backends import CONVERT_FROM_IMAGES, Calibration, ensure_converted
 from models.backends.converted import check_stamp, converted_path
 from models.backends.export import export_towers
@@ -249,3 +251,42 @@ def test_cached_towers_never_build_the_pytorch_model(tiny, cache, reference, bac
     assert not encoder.loaded.built
     on_torch = open_encoder("tiny", device="cpu", backend="torch", precision="fp32", cache_dir=cache)
     assert on_torch.loaded.built and _min_cos(on_torch.encode_texts(CAPTIONS), reference[0]) >= 0.9999
+
+
+@pytest.mark.parametrize("backend", ["torch", *RUNTIMES])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_passes_at_once_give_the_rows_of_one_pass_in_order(tiny, cache, photos, tmp_path, backend, workers):
+    """A bulk job's image batches run as several passes at once (``streams``): the same vectors and
+    per-file errors, row for row, as one pass at a time, whether files decode in the passes' threads
+    or in a worker process, for batches that do not divide evenly among the passes."""
+    missing = tmp_path / "missing.jpg"
+    paths = [*photos, missing, *photos[:2]]  # 8 files: batches of 3 split 2 + 1, a last batch of 2
+    one = Encoder(tiny, precision="fp32", backend=backend, cache_dir=cache)
+    many = Encoder(tiny, precision="fp32", backend=backend, cache_dir=cache, streams=3)
+    assert many.towers.streams == (1 if backend == "onnx" else 3)
+    expected, expected_errors = one.encode_image_files(paths, batch_size=3, workers=workers)
+    vectors, errors = many.encode_image_files(paths, batch_size=3, workers=workers)
+    assert errors == expected_errors and "not found" in errors[5]
+    assert [bool(e) for e in errors] == [False] * 5 + [True, False, False]
+    np.testing.assert_allclose(vectors, expected, atol=2e-6)
+    assert not vectors[5].any() and _min_cos(vectors[:5], expected[:5]) > 0.99999
+
+
+def test_pytorch_passes_share_out_the_threads_and_give_them_back(tiny):
+    """PyTorch's thread count is process-wide: during a bulk encode each pass gets its share, after
+    it the process has its own count again."""
+    towers = Encoder(tiny, backend="torch", streams=2).towers
+    before = torch.get_num_threads()
+    with towers.streaming():
+        assert torch.get_num_threads() == max(1, before // 2)
+    assert torch.get_num_threads() == before
+
+
+def test_stream_policy_one_pass_per_core_on_the_cpu_only():
+    assert encode_streams(2) == 2
+    assert encode_streams(1) == 1
+    assert encode_streams(64) == MAX_STREAMS
+    assert encode_streams(8, device_type="cuda") == 1
+    # a bulk job asks for them; a server's encoder keeps one pass on every core
+    assert open_encoder("tiny", device="cpu", threads=2, bulk=True).towers.streams == 2
+    assert open_encoder("tiny", device="cpu", threads=2).towers.streams == 1

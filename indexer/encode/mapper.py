@@ -64,6 +64,7 @@ class EncodeMapper:
             calibration=calibration,
             threads=encode_threads(decode_workers(workers)),
             job_images=job_images,
+            bulk=True,
         )
         self.batch_size, self.workers, self.progress = batch_size, decode_workers(workers), progress
 

@@ -13,6 +13,7 @@ towers are cached runs without it (840 MB less memory for a server).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -58,10 +59,13 @@ class Towers(Protocol):
     backend: str
     image_precision: str
     text_precision: str
+    streams: int  # image passes that may run at once from as many threads (1: one at a time)
 
     def encode_image(self, pixels) -> np.ndarray: ...
 
     def encode_text(self, tokens) -> np.ndarray: ...
+
+    def streaming(self) -> AbstractContextManager: ...  # around calls from ``streams`` threads
 
 
 def open_towers(
@@ -74,6 +78,7 @@ def open_towers(
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
     job_images: int | None = None,
+    streams: int = 1,
 ) -> Towers:
     """The towers of ``loaded`` on ``backend`` at ``precision`` (converted and cached on first use).
 
@@ -81,7 +86,8 @@ def open_towers(
     PyTorch keeps its process-wide setting). ``calibration``: int8's sample of the corpus; without
     one, int8 uses the newest int8 conversion of this model in the cache. ``job_images``: how many
     images the job will encode (None: unknown or long-running, as a server), see
-    ``CONVERT_FROM_IMAGES``.
+    ``CONVERT_FROM_IMAGES``. ``streams``: image passes a bulk job runs at once
+    (``common.runtime.encode_streams``; ONNX Runtime runs one).
     """
     name = resolve_backend(backend, device_type=loaded.device_type)
     cache_dir = cache_dir or get_settings().converted_dir
@@ -96,7 +102,7 @@ def open_towers(
         resolve_backend_precision("torch", precision, cpu_bf16=False)  # refuses int8
         from models.backends.torch_towers import TorchTowers  # PyTorch: only for this backend
 
-        return TorchTowers(loaded, precision=precision or "auto")
+        return TorchTowers(loaded, precision=precision or "auto", streams=streams)
     image_precision, text_precision = _exported_precisions(loaded, name, precision, echo=echo or say)
     folder = ensure_converted(
         loaded,
@@ -117,6 +123,7 @@ def open_towers(
         threads=threads,
         image_precision=image_precision,
         text_precision=text_precision,
+        streams=streams,
     )
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import threading
+import queue
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from models.backends.converted import INPUTS, TOWERS, check_stamp
 
 class OnnxTowers:
     backend = "onnx"
+    streams = 1  # a session's intra-op threads are fixed when it is built: one pass at a time
 
     def __init__(self, folder: Path, *, model_id: str, threads: int, cuda: bool = False):
         import onnxruntime as ort  # optional (tuwen[backends]): only for --backend onnx
@@ -41,16 +43,30 @@ class OnnxTowers:
     def encode_text(self, tokens) -> np.ndarray:
         return self.sessions["text"].run(None, {INPUTS["text"]: np.asarray(tokens)})[0]
 
+    def streaming(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
 
 class OpenVinoTowers:
     backend = "openvino"
 
     def __init__(
-        self, folder: Path, *, model_id: str, threads: int, image_precision: str, text_precision: str
+        self,
+        folder: Path,
+        *,
+        model_id: str,
+        threads: int,
+        image_precision: str,
+        text_precision: str,
+        streams: int = 1,
     ):
+        """``streams`` > 1 (a bulk job): the image tower runs that many passes at once, each on its
+        share of ``threads`` (OpenVINO's throughput mode); the text tower, and every tower of a
+        server (``streams`` 1), run one pass on all ``threads`` for the least latency."""
         meta = check_stamp(folder, model_id)
+        self.streams = streams
         core = _openvino_core()
-        self.compiled = {}
+        self.compiled, self.requests = {}, {}
         hints = {"image": image_precision, "text": text_precision}
         for tower in TOWERS:
             model = core.read_model(Path(folder) / meta["files"][tower])
@@ -60,23 +76,33 @@ class OpenVinoTowers:
                 else None
             )
             check_stamp_value(stamp, model_id, Path(folder) / meta["files"][tower])
+            passes = streams if tower == "image" else 1
             config = {
                 "INFERENCE_NUM_THREADS": threads,
-                "PERFORMANCE_HINT": "LATENCY",
+                "PERFORMANCE_HINT": "THROUGHPUT" if passes > 1 else "LATENCY",
                 # int8 models keep fp32 between their quantized layers; bf16 is a runtime hint.
                 "INFERENCE_PRECISION_HINT": "bf16" if hints[tower] == "bf16" else "f32",
             }
+            if passes > 1:
+                config["NUM_STREAMS"] = passes
             self.compiled[tower] = core.compile_model(model, "CPU", config)
-        self.requests = {t: c.create_infer_request() for t, c in self.compiled.items()}
-        self.locks = {t: threading.Lock() for t in TOWERS}  # one request per tower: calls take turns
+            # One infer request per pass that may run at once: a caller takes one, runs, returns it.
+            self.requests[tower] = queue.SimpleQueue()
+            for _ in range(passes):
+                self.requests[tower].put(self.compiled[tower].create_infer_request())
         self.image_precision = "int8" if meta["precision"] == "int8" else image_precision
         self.text_precision = "int8" if meta["precision"] == "int8" else text_precision
 
     def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
-        with self.locks[tower]:
-            request = self.requests[tower]
+        request = self.requests[tower].get()  # waits while every request is running
+        try:
             request.infer({0: array})
             return request.get_output_tensor(0).data.copy()
+        finally:
+            self.requests[tower].put(request)
+
+    def streaming(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # each stream already has its own threads
 
     def encode_image(self, pixels) -> np.ndarray:
         return self._run("image", np.asarray(pixels))
@@ -109,8 +135,14 @@ def openvino_bf16_gain(shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int =
 
 def openvino_product(shape: tuple[int, int, int], hint: str) -> Callable[[], object]:
     """One ``(m, k) @ (k, n)`` product with constant weights (as a converted tower runs its
-    layers), compiled for OpenVINO's CPU plugin at precision ``hint`` (``f32`` or ``bf16``):
-    a call runs it once."""
+    layers), compiled for OpenVINO's CPU plugin at precision ``hint`` (``f32`` or ``bf16``) on
+    every thread: a call runs it once."""
+    return openvino_products(shape, hint, streams=1)[0]
+
+
+def openvino_products(shape: tuple[int, int, int], hint: str, *, streams: int) -> list[Callable[[], object]]:
+    """``openvino_product`` compiled for ``streams`` passes at once (one call each, from as many
+    threads), the threads shared out among them, as ``OpenVinoTowers`` runs a bulk job."""
     import openvino as ov  # optional (tuwen[backends]): only for --backend openvino
     import openvino.opset13 as ops
 
@@ -120,9 +152,12 @@ def openvino_product(shape: tuple[int, int, int], hint: str) -> Callable[[], obj
     weights = ops.constant(rng.standard_normal((k, n), dtype=np.float32))
     product = ov.Model([ops.matmul(x, weights, False, False)], [x])
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    request = _openvino_core().compile_model(product, "CPU", config).create_infer_request()
+    if streams > 1:
+        config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
+    compiled = _openvino_core().compile_model(product, "CPU", config)
     data = rng.standard_normal((m, k), dtype=np.float32)
-    return lambda: request.infer({0: data})
+    requests = [compiled.create_infer_request() for _ in range(streams)]
+    return [lambda request=request: request.infer({0: data}) for request in requests]
 
 
 def check_stamp_value(stamp: str | None, model_id: str, path: Path) -> None:

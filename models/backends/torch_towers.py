@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from cn_clip.clip.model import ModifiedResNet
 
 from common.precision import autocast, resolve_precision
+from common.runtime import torch_threads
 from common.vocabulary import canonical_precision
 from models.factory import LoadedModel
 
@@ -14,8 +18,9 @@ from models.factory import LoadedModel
 class TorchTowers:
     backend = "torch"
 
-    def __init__(self, loaded: LoadedModel, *, precision: str = "auto"):
+    def __init__(self, loaded: LoadedModel, *, precision: str = "auto", streams: int = 1):
         self.model = loaded.model.eval()
+        self.streams = streams
         self.device = torch.device(loaded.device)
         self.image_precision = resolve_precision(precision, self.device)
         # Texts stay fp32 under "auto" on CPU: trimming the padding already makes them >= 3x the
@@ -27,6 +32,16 @@ class TorchTowers:
         self._channels_last = isinstance(self.model.visual, ModifiedResNet)
         if self._channels_last:
             self.model.visual.to(memory_format=torch.channels_last)
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """While ``streams`` threads call the towers at once: the process's intra-op threads shared
+        out among them (PyTorch's thread count is process-wide), restored afterwards."""
+        if self.streams <= 1:
+            yield
+            return
+        with torch_threads(max(1, torch.get_num_threads() // self.streams)):
+            yield
 
     @staticmethod
     def _numpy(features: torch.Tensor) -> np.ndarray:
