@@ -195,7 +195,7 @@ class Encoder:
             )
         elif streams > 1:
             # Each pass decodes its part of the files and encodes it, in its own thread.
-            part = max(1, batch_size // streams)
+            part = _pass_images(batch_size, streams)
             yield from _in_order(
                 lambda start: (start, *self._decoded_and_encoded(dataset, start, start + part)),
                 range(0, len(dataset), part),
@@ -217,12 +217,22 @@ class Encoder:
         return self.encode_pixels(pixels), errors
 
     def _encode_parts(self, pixels, streams: int, pool: ThreadPoolExecutor | None) -> np.ndarray:
-        """One decoded batch as ``streams`` passes at once (one pass without a pool)."""
+        """One decoded batch as passes of ``_pass_images`` on ``streams`` threads (one pass without
+        a pool)."""
         if pool is None or len(pixels) < 2:
             return self.encode_pixels(pixels)
-        bounds = np.linspace(0, len(pixels), min(streams, len(pixels)) + 1).astype(int)
-        parts = [pixels[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        part = _pass_images(len(pixels), streams)
+        parts = [pixels[a : a + part] for a in range(0, len(pixels), part)]
         return np.concatenate(list(pool.map(self.encode_pixels, parts)))
+
+
+def _pass_images(batch_size: int, streams: int) -> int:
+    """Images per pass when ``streams`` passes run at once: the batch shared out, at most
+    ``IMAGE_BATCH`` in all. Larger passes are no faster on a CPU, and past about 8 ViT-B-16 images
+    a pass's activations (32 MB and up) are mapped from the kernel and given back at every
+    allocation: ``tuwen index`` with 64-image batches (passes of 32) spent a sixth of its CPU time
+    faulting pages in (10.7 million faults for 256 photos; bench/RESULTS.md, issue 22)."""
+    return max(1, min(batch_size, IMAGE_BATCH) // streams)
 
 
 def _in_order(job: Callable[[int], tuple], starts: Iterable[int], streams: int) -> Iterator[tuple]:
