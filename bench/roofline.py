@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common.hardware import best_seconds
 from common.runtime import available_cores, torch_threads
-from models.backends.runtime_towers import openvino_product, openvino_products
+from models.backends.runtime_towers import openvino_products
 from models.factory import LoadedModel
 
 QUERY_TOKENS = 16
@@ -201,8 +201,7 @@ def _products(
     """``count`` independent products of ``shape`` (for as many threads at once)."""
     if library == "torch":
         return [_torch_product(shape, dtype) for _ in range(count)]
-    hint = "bf16" if dtype == "bf16" else "f32"
-    return [openvino_product(shape, hint)] if count == 1 else openvino_products(shape, hint, streams=count)
+    return openvino_products(shape, "bf16" if dtype == "bf16" else "f32", streams=count)
 
 
 def _torch_product(shape: tuple[int, int, int], dtype: str) -> Callable[[], object]:

@@ -79,9 +79,9 @@ def encode_streams(threads: int, *, device_type: str = "cpu") -> int:
     one per core, at most ``MAX_STREAMS``, the ``threads`` shared out among them; 1 on a GPU.
 
     Why: one forward pass split over the cores by the libraries' own thread pools waits at a
-    barrier after every operator, and on a 2-core AVX2 EPYC a ViT-B-16 batch ran 1.5x faster as
+    barrier after every operator, and on a 2-core AVX2 EPYC a ViT-B-16 batch ran 1.4-1.5x faster as
     two single-threaded passes of half a batch each than as one pass on two threads with PyTorch,
-    1.1-1.2x with OpenVINO (bench/RESULTS.md, issue 22). A server answers one query at a time and
+    1.03-1.05x with OpenVINO (bench/RESULTS.md, issue 22). A server answers one query at a time and
     keeps one pass on every thread, which is what its latency needs.
     """
     if device_type != "cpu":

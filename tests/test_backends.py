@@ -260,7 +260,7 @@ def test_passes_at_once_give_the_rows_of_one_pass_in_order(tiny, cache, photos, 
     per-file errors, row for row, as one pass at a time, whether files decode in the passes' threads
     or in a worker process, for batches that do not divide evenly among the passes."""
     missing = tmp_path / "missing.jpg"
-    paths = [*photos, missing, *photos[:2]]  # 8 files: batches of 3 split 2 + 1, a last batch of 2
+    paths = [*photos, missing, *photos[:2]]  # 8 files: batches of 3, passes of 1, a last batch of 2
     one = Encoder(tiny, precision="fp32", backend=backend, cache_dir=cache)
     many = Encoder(tiny, precision="fp32", backend=backend, cache_dir=cache, streams=3)
     assert many.towers.streams == (1 if backend == "onnx" else 3)
