@@ -135,8 +135,7 @@ def create_model_and_transforms(
     checkpoint = torch_model.load_checkpoint(path)
     state_dict = torch_model.checkpoint_state_dict(checkpoint)
     arch = checkpoint_arch(checkpoint, state_dict, path)
-    model = torch_model.build_model(arch)
-    torch_model.load_state_dict(model, state_dict, path)
+    model = torch_model.model_with_weights(arch, state_dict, path)
     return _loaded(lambda: model, arch, spec, model_id_of(arch), target, lazy=False)
 
 

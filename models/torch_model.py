@@ -24,9 +24,29 @@ def build_model(arch: ArchSpec, *, seed: int = RANDOM_SEED) -> CLIP:
 
 def checkpoint_model(path: Path, arch: ArchSpec) -> CLIP:
     """The checkpoint's weights in ``arch`` (a deferred build: the checkpoint is read only now)."""
-    model = build_model(arch)
-    load_state_dict(model, checkpoint_state_dict(load_checkpoint(path)), path)
+    return model_with_weights(arch, checkpoint_state_dict(load_checkpoint(path)), path)
+
+
+def model_with_weights(arch: ArchSpec, state_dict: dict, path: Path) -> CLIP:
+    """An fp32 ``arch`` holding ``state_dict`` (read from ``path``, named in errors).
+
+    Built without drawing random weights first: on the meta device, then given uninitialised
+    memory that the strict load fills, every parameter and buffer of it (a missing one is an
+    error). Drawing a ViT-B-16's random weights took 2.6 s of its 3.6-7.5 s build on a 2-core EPYC,
+    only to be overwritten.
+    """
+    with torch.device("meta"):
+        model = CLIP(**arch.config())
+    # Buffers made in __init__ that no checkpoint holds need the real build.
+    model = build_model(arch) if _unsaved_tensors(model) else model.to_empty(device="cpu").float()
+    load_state_dict(model, state_dict, path)
     return model
+
+
+def _unsaved_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the buffers a state dict does not carry (non-persistent ones)."""
+    saved = set(model.state_dict())
+    return [name for name, _ in model.named_buffers() if name not in saved]
 
 
 def load_checkpoint(path: Path) -> dict:

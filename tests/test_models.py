@@ -109,3 +109,32 @@ def test_a_lazy_checkpoint_is_read_only_when_its_model_is_used(tmp_path):
     unnamed = tmp_path / "bare.pt"  # no config.json: the shapes tell the architecture, read now
     torch.save({"state_dict": trained.state_dict()}, unnamed)
     assert create_model_and_transforms(str(unnamed), device="cpu", lazy=True).built
+
+
+def test_a_checkpoint_load_holds_every_value_of_the_checkpoint_and_nothing_uninitialised(tmp_path):
+    """Checkpoint models are built without random weights (meta device, then empty memory that the
+    strict load fills): every tensor equals the saved one, outputs equal the saved model's, and a
+    checkpoint missing a weight is refused rather than leaving that memory uninitialised."""
+    trained = create_model_and_transforms("tiny", device="cpu").model
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)  # every value differs from the seeded init, so none can come from it
+    path = tmp_path / "best.pt"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    for lazy in (False, True):
+        (tmp_path / "config.json").write_text('{"arch": "tiny"}')
+        loaded = create_model_and_transforms(str(path), device="cpu", lazy=lazy).model
+        ours = dict(loaded.named_parameters()) | dict(loaded.named_buffers())
+        theirs = dict(trained.named_parameters()) | dict(trained.named_buffers())
+        assert ours.keys() == theirs.keys()
+        for name, tensor in theirs.items():
+            assert torch.equal(ours[name], tensor) and not ours[name].is_meta, name
+        pixels = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)  # tiny: 64 px
+        tokens = torch.tensor([[101, 2769, 4263, 102] + [0] * 4])
+        with torch.no_grad():
+            assert torch.equal(loaded.encode_image(pixels), trained.encode_image(pixels))
+            assert torch.equal(loaded.encode_text(tokens), trained.encode_text(tokens))
+    missing = {k: v for k, v in trained.state_dict().items() if k != "text_projection"}
+    torch.save({"state_dict": missing}, path)
+    with pytest.raises(TuwenError, match="text_projection"):
+        create_model_and_transforms(str(path), device="cpu")
