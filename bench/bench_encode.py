@@ -11,7 +11,8 @@ the README loop's fp32 embeddings: minimum cosine, and the overlap of top-5 retr
 (texts retrieving images, and images retrieving texts) on the same queries.
 
     .venv/bin/python bench/bench_encode.py                       # ~2 min on 2 shared cores
-    .venv/bin/python bench/bench_encode.py --images 128 --chunks 8 --workers 1,0,2 --batch-size 16,64
+    .venv/bin/python bench/bench_encode.py --images 128 --chunks 8 --workers 0 --batch-size 64
+    .venv/bin/python bench/bench_encode.py --skip-texts --backends torch:auto:1,torch:auto:2  # passes at once
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def encoders(lm: LoadedModel, args, paths: list[Path], captions: list[str]) -> d
     default = resolve_backend("auto", device_type="cpu")
     out = {}
     for spec in args.backends.split(","):
-        backend, precision = spec.split(":")
+        backend, precision, *passes = spec.split(":")
+        streams = int(passes[0]) if passes else 1
         try:
             enc = Encoder(
                 lm,
@@ -134,12 +136,15 @@ def encoders(lm: LoadedModel, args, paths: list[Path], captions: list[str]) -> d
                 calibration=calibration,
                 threads=args.model_threads,
                 echo=print,
+                streams=streams,
             )
         except TuwenError as exc:
             print(f"skipped {spec}: {exc}")
             continue
-        name = f"{enc.backend} {enc.precision}" + (
-            f"/{enc.text_precision}" if enc.text_precision != enc.precision else ""
+        name = (
+            f"{enc.backend} {enc.precision}"
+            + (f"/{enc.text_precision}" if enc.text_precision != enc.precision else "")
+            + (f", {streams} {'passes' if streams > 1 else 'pass'} at once" if passes else "")
         )
         out[name + (" [default]" if backend == default and precision == "auto" else "")] = enc
     return out
@@ -190,7 +195,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=IMAGE_BATCH, help="image batch")
     ap.add_argument("--workers", type=int, default=None, help="decode workers (default: the encoder's)")
     ap.add_argument("--model-threads", type=int, default=None, help="ONNX Runtime / OpenVINO threads")
-    ap.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma list of BACKEND:PRECISION")
+    ap.add_argument(
+        "--backends",
+        default=DEFAULT_BACKENDS,
+        help="comma list of BACKEND:PRECISION[:PASSES] (passes at once, as a bulk job runs; default 1)",
+    )
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "tuwen-bench-converted")
     ap.add_argument("--data", type=Path, default=None, help="folder for the JPEGs (default: a temp dir)")
     ap.add_argument("--skip-texts", action="store_true")
