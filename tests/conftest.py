@@ -21,6 +21,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 # numba's own work queue starts no pool that outlives a call. Users' processes are left alone.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# The modules that took longest on a 2-core CPU (``--durations``), longest first. With ``-n 2 --dist
+# loadscope --no-loadscope-reorder`` (the Makefile) xdist hands modules out in collection order, so
+# these start first and the workers end together; by default it orders them by their number of
+# tests, which left the one-test demo module (200-260 s) running alone at the end of the suite.
+LONGEST_FIRST = (
+    "test_demo.py",
+    "test_ray_index.py",
+    "test_train_rerank.py",
+    "test_outage.py",
+    "test_analysis_clusters.py",
+    "test_replicas.py",
+    "test_backends.py",
+    "test_service_swap.py",
+    "test_ddp.py",
+    "test_corpus_writes_processes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The listed modules first, in that order, then the other modules with a slow test, then the
+    rest; each module's tests keep their order (the sort is stable and its key per module)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path not in slow))
 
 
 @pytest.fixture(scope="session")
