@@ -43,6 +43,13 @@ from models.tokens import token_lengths, tokenize_texts
 
 TEXT_BATCH = 64
 IMAGE_BATCH = 16  # on CPU larger batches are no faster per image, and the first batch waits longer
+# A pass's activations grow with its images, and past what glibc keeps they are mapped from the
+# kernel and handed back at every allocation: ``tuwen index``'s 64-image batches as passes of 32
+# ViT-B-16 images spent a sixth of their CPU time faulting pages in (10.7 million faults for 256
+# photos). One pass on 2 threads of an AMX Xeon, 64 images: as passes of 8 1.50x (fp32) and 1.41x
+# (bf16) faster than whole; passes of 16 were slower in fp32 (0.85x of 8), level in bf16 within
+# the noise (bench/RESULTS.md, issue 22).
+PASS_IMAGES = 8
 
 
 class ImageFiles:
@@ -217,22 +224,21 @@ class Encoder:
         return self.encode_pixels(pixels), errors
 
     def _encode_parts(self, pixels, streams: int, pool: ThreadPoolExecutor | None) -> np.ndarray:
-        """One decoded batch as passes of ``_pass_images`` on ``streams`` threads (one pass without
-        a pool)."""
-        if pool is None or len(pixels) < 2:
+        """One decoded batch as passes of ``_pass_images``: on ``streams`` threads at once, or
+        without a pool one after another; on a GPU the batch goes whole (larger is faster there)."""
+        if len(pixels) < 2 or (pool is None and self.loaded.device_type != "cpu"):
             return self.encode_pixels(pixels)
         part = _pass_images(len(pixels), streams)
         parts = [pixels[a : a + part] for a in range(0, len(pixels), part)]
-        return np.concatenate(list(pool.map(self.encode_pixels, parts)))
+        return np.concatenate(
+            list(pool.map(self.encode_pixels, parts) if pool else map(self.encode_pixels, parts))
+        )
 
 
 def _pass_images(batch_size: int, streams: int) -> int:
-    """Images per pass when ``streams`` passes run at once: the batch shared out, at most
-    ``IMAGE_BATCH`` in all. Larger passes are no faster on a CPU, and past about 8 ViT-B-16 images
-    a pass's activations (32 MB and up) are mapped from the kernel and given back at every
-    allocation: ``tuwen index`` with 64-image batches (passes of 32) spent a sixth of its CPU time
-    faulting pages in (10.7 million faults for 256 photos; bench/RESULTS.md, issue 22)."""
-    return max(1, min(batch_size, IMAGE_BATCH) // streams)
+    """Images per forward pass on a CPU: the batch shared out among ``streams`` passes, at most
+    ``PASS_IMAGES`` each, the same for one pass alone."""
+    return max(1, min(batch_size // streams, PASS_IMAGES))
 
 
 def _in_order(job: Callable[[int], tuple], starts: Iterable[int], streams: int) -> Iterator[tuple]:

@@ -16,7 +16,7 @@ from common.runtime import MAX_STREAMS, encode_streams
 from models.backends import CONVERT_FROM_IMAGES, Calibration, ensure_converted
 from models.backends.converted import check_stamp, converted_path
 from models.backends.export import export_towers
-from models.encoder import Encoder, open_encoder
+from models.encoder import PASS_IMAGES, Encoder, ImageFiles, open_encoder
 from models.factory import create_model_and_transforms
 
 CAPTIONS = [
@@ -290,3 +290,21 @@ def test_stream_policy_one_pass_per_core_on_the_cpu_only():
     # a bulk job asks for them; a server's encoder keeps one pass on every core
     assert open_encoder("tiny", device="cpu", threads=2, bulk=True).towers.streams == 2
     assert open_encoder("tiny", device="cpu", threads=2).towers.streams == 1
+
+
+def test_one_pass_on_the_cpu_takes_at_most_pass_images_rows_at_a_time(tiny, photos, monkeypatch):
+    """A large ``--batch-size`` with one pass (ONNX Runtime, ``--threads 1``) is encoded
+    ``PASS_IMAGES`` rows at a time on the CPU, as passes at once are: larger ViT-B-16 passes fault
+    their activations in at every allocation. The rows equal those of the batch in one call."""
+    enc = Encoder(tiny, precision="fp32", backend="torch")
+    paths = [*photos] * 8  # 40 files in one batch
+    pixels, _ = ImageFiles(paths, tiny.preprocess, tiny.arch.resolution).batch(0, len(paths))
+    whole = enc.encode_pixels(pixels)  # the same decoded pixels, one call
+    sizes: list[int] = []
+    encode = enc.towers.encode_image
+    monkeypatch.setattr(
+        enc.towers, "encode_image", lambda pixels: sizes.append(len(pixels)) or encode(pixels)
+    )
+    vectors, errors = enc.encode_image_files(paths, batch_size=40, workers=0)
+    assert sizes == [PASS_IMAGES] * (40 // PASS_IMAGES) and errors == [""] * 40
+    np.testing.assert_allclose(vectors, whole, atol=2e-6)

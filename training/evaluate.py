@@ -57,7 +57,7 @@ def encode_split(
         first.setdefault(p.image_id, p.path)
     image_ids = list(first)
     position = {image_id: i for i, image_id in enumerate(image_ids)}
-    encoder = open_encoder(loaded, precision=precision, backend=backend, cache_dir=cache_dir)
+    encoder = open_encoder(loaded, precision=precision, backend=backend, cache_dir=cache_dir, bulk=True)
     texts = encoder.encode_texts([p.caption for p in pairs], batch_size=batch_size)
     images, _errors = encoder.encode_image_files(list(first.values()), batch_size=batch_size, workers=workers)
     return SplitFeatures(list(pairs), image_ids, [position[p.image_id] for p in pairs], texts, images)
