@@ -46,9 +46,9 @@ IMAGE_BATCH = 16  # on CPU larger batches are no faster per image, and the first
 # A pass's activations grow with its images, and past what glibc keeps they are mapped from the
 # kernel and handed back at every allocation: ``tuwen index``'s 64-image batches as passes of 32
 # ViT-B-16 images spent a sixth of their CPU time faulting pages in (10.7 million faults for 256
-# photos). One pass on 2 threads of an AMX Xeon, 64 images: as passes of 8 1.50x (fp32) and 1.41x
-# (bf16) faster than whole; passes of 16 were slower in fp32 (0.85x of 8), level in bf16 within
-# the noise (bench/RESULTS.md, issue 22).
+# photos). One pass on 2 threads of an AMX Xeon, 64 images: as passes of 8, 1.34x (fp32) and 1.55x
+# (bf16) faster than whole, and no fault at all; passes of 16 were slower in both
+# (bench/bench_pass_size.py, bench/RESULTS.md issue 22).
 PASS_IMAGES = 8
 
 
