@@ -10,7 +10,9 @@ and reloads it when CURRENT changes:
   block), and a change starts one background load;
 - requests keep the live object until the new one is loaded, then the reference is swapped in
   one assignment; only a root with nothing live yet makes its request wait for the load;
-- a generation that fails to load is logged and kept in ``last_error``; the previous one serves.
+- a generation that fails to load is logged and kept in ``last_error``; the previous one serves,
+  and the load is tried again after ``RETRY_FIRST_S``, doubling up to ``RETRY_MAX_S`` (a file
+  still being copied, a full disk, memory short for a moment: none of these republishes CURRENT).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from indexer.index_files import CURRENT, current_generation, current_generation_
 
 log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5  # CURRENT is stat'ed at most this often while something is live
+RETRY_FIRST_S = 1.0  # a failed load is tried again after this, then twice as long each time
+RETRY_MAX_S = 60.0
 
 
 class Named(Protocol):
@@ -58,6 +62,8 @@ class Watched(Generic[T]):
         self.live: T | None = None
         self.last_error: str | None = None  # why the newest CURRENT could not be loaded
         self._signature: tuple | None = None  # of the CURRENT file we last acted on
+        self._failures = 0  # failed loads of that CURRENT in a row
+        self._retry_at: float | None = None  # monotonic time the failed load is tried again
         self._next_check = 0.0  # monotonic time of the next stat
         self._lock = threading.Lock()  # one load at a time
         self._loader: threading.Thread | None = None  # the background load, while it runs
@@ -76,6 +82,7 @@ class Watched(Generic[T]):
                 raise
             self.last_error = f"could not load {self.label}: {exc}"
             log.error("%s", self.last_error)
+            self._failed()
 
     def _pointer_signature(self) -> tuple | None:
         try:
@@ -86,7 +93,19 @@ class Watched(Generic[T]):
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def pointer_changed(self) -> bool:
-        return self._pointer_signature() != self._signature
+        """CURRENT names something else than we last acted on, or a failed load is due again."""
+        return self._pointer_signature() != self._signature or self._retry_due()
+
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and time.monotonic() >= self._retry_at
+
+    def _failed(self) -> None:
+        self._failures += 1
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+
+    def _settled(self) -> None:
+        self._failures, self._retry_at = 0, None
 
     async def current(self) -> T | None:
         """The object a request should use: the live one, while a newly published one loads.
@@ -134,26 +153,37 @@ class Watched(Generic[T]):
         """
         with self._lock:
             signature = self._pointer_signature()
-            if signature == self._signature and not force:
+            if signature == self._signature and not force and not self._retry_due():
                 return False  # another request already handled this change
+            if signature != self._signature:
+                self._settled()  # a new CURRENT: its own first try, its own backoff
             self._signature = signature
             previous = self.live
             name = current_generation_name(self.root)
             if name is None:
+                self._settled()
                 return False
             if previous is not None and previous.name == name:
                 self.last_error = None  # CURRENT points back at what we serve: nothing is wrong
+                self._settled()
                 return False
             try:
                 loaded = self._load(current_generation(self.root), previous)
             except Exception as exc:  # noqa: BLE001 - keep serving the previous generation
                 self.last_error = f"could not load {self.label} {name}: {exc}"
-                log.error("%s; still serving %s", self.last_error, previous.name if previous else "nothing")
+                self._failed()
+                log.error(
+                    "%s; still serving %s; trying again in %.0f s",
+                    self.last_error,
+                    previous.name if previous else "nothing",
+                    self._retry_at - time.monotonic(),
+                )
                 if force:
                     raise TuwenError(self.last_error) from exc
                 return False
             self.live = loaded  # one reference assignment: the swap
             self.last_error = None
+            self._settled()
             log.info("serving %s %s", self.label, loaded.name)
         if self._on_swap is not None:
             self._on_swap()
