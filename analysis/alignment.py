@@ -204,7 +204,7 @@ def caption_gallery(data: CorpusData, numbers: dict):
             draw_cell(
                 axes[line, col],
                 image=thumbnail(data.image_paths[rows[hit]]),
-                caption=f"#{col}" + (" ✓ true image" if hit == q else ""),
+                caption=f"#{col}" + (" √ true image" if hit == q else ""),
                 frame=MATCH if hit == q else None,
             )
         if q not in found:
@@ -233,7 +233,7 @@ def image_gallery(data: CorpusData, numbers: dict):
                 fontsize=8,
                 transform=ax.transAxes,
             )
-            ax.set_xlabel(f"#{col}" + (" ✓ true caption" if hit == q else ""), fontsize=8)
+            ax.set_xlabel(f"#{col}" + (" √ true caption" if hit == q else ""), fontsize=8)
             for spine in ax.spines.values():
                 spine.set_edgecolor(MATCH if hit == q else "0.8")
                 spine.set_linewidth(4 if hit == q else 1)
