@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _demo(home: Path, port: int, *extra: str, log: Path) -> subprocess.Popen:
     """``tuwen demo`` writing to ``log`` (a file: a pipe nobody reads would fill and block it)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUWEN_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {
+        k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"
+    }  # conftest's: the demo sets its own
+    env.update(PYTHONPATH=str(ROOT), TUWEN_HOME=str(home), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "tuwen.cli", "demo", "--home", str(home), "--epochs", "1"]
     return subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port), *extra],
@@ -124,3 +127,4 @@ def test_page_first_swap_then_clean_stop_and_rerun(tmp_path):
     assert re.search(r"corpus masks posts \(GrabCut\): 600 masks of 600 posts .* median IoU 0\.\d\d", out)
     assert "report clusters-mask:" in out
     assert "| mask | lstm | model |" in out and "| mask | mlp | single |" in out
+    assert "Unable to join threads" not in out  # numba's TBB pool at the corpus checks' forks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,11 @@ def _demo_data(args) -> int:
 
 
 def _demo(args) -> int:
+    # The demo runs UMAP (numba) and then forks (the posts' and series' corpus checks) in one
+    # process: numba's default TBB pool then prints "Unable to join threads to shut down before
+    # fork()" at every fork. Its own work-queue pool starts no thread that outlives a call. Set
+    # before numba is imported; a user's own NUMBA_THREADING_LAYER wins.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     from tuwen.demo.run import run_demo
 
     run_demo(
