@@ -104,7 +104,7 @@ def encode_bank(settings: Settings, loaded: LoadedIndex, kind: str, *, size: int
     bank = training_bank(settings, size=size)
     if not bank:
         raise TuwenError("qb-norm needs a query bank: ingest 附件1 (the training pairs) first")
-    encoder = open_encoder(model=loaded.manifest.model_spec, settings=settings, bulk=kind == "image")
+    encoder = open_encoder(model=loaded.manifest.model_spec, settings=settings, bulk=True)
     if kind == "text":
         return encoder.encode_texts([caption for _, caption, _ in bank])
     vectors, _errors = encoder.encode_image_files([path for _, _, path in bank])

@@ -18,7 +18,8 @@ from tuwen.demo.corpus import generate_demo_corpus
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 # Modules share a pytest-xdist worker: after a UMAP test, numba's TBB pool prints "Unable to join
 # threads..." into the captured output of every later fork (DataLoader workers, a CLI's JSON).
-# numba's own work queue starts no pool that outlives a call. Users' processes are left alone.
+# numba's own work queue starts no pool that outlives a call. Of users' processes only `tuwen demo`
+# (analysis and forks in one process) sets it, unless the user did (tuwen/cli.py).
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # The modules that took longest on a 2-core CPU (``--durations``), longest first. With ``-n 2 --dist

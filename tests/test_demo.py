@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _demo(home: Path, port: int, *extra: str, log: Path) -> subprocess.Popen:
     """``tuwen demo`` writing to ``log`` (a file: a pipe nobody reads would fill and block it)."""
-    env = {
-        k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"
-    }  # conftest's: the demo sets its own
+    # Without conftest's NUMBA_THREADING_LAYER: the demo must choose its own.
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     env.update(PYTHONPATH=str(ROOT), TUWEN_HOME=str(home), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "tuwen.cli", "demo", "--home", str(home), "--epochs", "1"]
     return subprocess.Popen(

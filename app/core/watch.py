@@ -161,11 +161,9 @@ class Watched(Generic[T]):
             previous = self.live
             name = current_generation_name(self.root)
             if name is None:
-                self._settled()
                 return False
             if previous is not None and previous.name == name:
                 self.last_error = None  # CURRENT points back at what we serve: nothing is wrong
-                self._settled()
                 return False
             try:
                 loaded = self._load(current_generation(self.root), previous)
