@@ -14,6 +14,9 @@ repeated post texts (what made whole-post clusters lopsided in the study) no lon
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
@@ -27,6 +30,9 @@ from analysis.options import ClusterOptions, parse_k
 from common.errors import TuwenError
 
 NOISE = -1  # HDBSCAN's label for points in no cluster
+# umap-learn's modules whose numba kernels it compiles without ``cache=True``: ~11 s of compiling
+# in every process that reduces (each ``tuwen analyze clusters``, each demo), ~1 s from the cache.
+UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse")
 
 
 @dataclass
@@ -117,8 +123,7 @@ def _hint(data: CorpusData) -> str:
 def reduce_vectors(x: np.ndarray, *, dims: int, seed: int, fit_sample: int) -> np.ndarray:
     """UMAP to ``dims`` dimensions (cosine metric, BERTopic's settings), fitted on at most
     ``fit_sample`` items and applied to the rest; deterministic for ``seed``."""
-    import umap  # heavy (numba compiles on import) and optional (--reduce none): on use only
-
+    umap = umap_with_cached_kernels()
     n_neighbors = max(2, min(15, len(x) - 1))
     dims = max(1, min(dims, len(x) - 2))
     reducer = umap.UMAP(
@@ -131,6 +136,24 @@ def reduce_vectors(x: np.ndarray, *, dims: int, seed: int, fit_sample: int) -> n
     out = reducer.transform(x).astype(np.float32)
     out[fit_rows] = reducer.embedding_.astype(np.float32)
     return out
+
+
+@functools.cache
+def umap_with_cached_kernels():
+    """``umap``, its numba kernels set to keep what they compile on disk (numba's own cache, as
+    ``cache=True`` would: next to umap's sources, or numba's user-wide folder where those are
+    read-only; keyed on the sources and the CPU). Imported on use only: heavy, and optional
+    (``--reduce none``)."""
+    import umap
+    from numba.core.dispatcher import Dispatcher
+
+    for name in UMAP_KERNEL_MODULES:
+        module = importlib.import_module(name)
+        for kernel in vars(module).values():
+            if isinstance(kernel, Dispatcher) and kernel.__module__ == name:
+                with contextlib.suppress(RuntimeError):  # no writable folder: compiled each time
+                    kernel.enable_caching()
+    return umap
 
 
 def kmeans_labels(x: np.ndarray, *, k: int, seed: int, n_init: int = 4) -> np.ndarray:

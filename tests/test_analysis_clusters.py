@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +210,20 @@ def test_tokens_drop_stop_words_dates_and_single_characters():
     assert "红色" in tokens and "连衣裙" in tokens
     assert not {"的", "今天", "05", "17", "#"} & set(tokens)
     assert hashtags("标题 #法式连衣裙 #约会穿搭#显瘦 无标签") == ["法式连衣裙", "约会穿搭", "显瘦"]
+
+
+def test_umaps_kernels_keep_what_they_compile_on_disk(umap_report):
+    """The kernels that take UMAP's ~11 s of compiling are in numba's disk cache once a reduction
+    ran (read from it, or compiled and written to it), so the next process reads them."""
+    heavy = {
+        "umap.umap_": ["smooth_knn_dist", "compute_membership_strengths"],
+        "umap.layouts": ["_nb_optimize_layout_euclidean_single_epoch"],
+    }
+    for module, names in heavy.items():
+        for name in names:
+            kernel = getattr(sys.modules[module], name)
+            stats = kernel.stats
+            assert stats.cache_path, f"{module}.{name} is not cached"
+            assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) >= 1
+            index = Path(stats.cache_path).glob(f"*.{kernel.py_func.__name__}-*.nbi")
+            assert any(index), f"{module}.{name}: no index file in {stats.cache_path}"
