@@ -39,6 +39,8 @@ ARG BUILD_DEPS="gcc libc6-dev patch"
 RUN if [ -n "$BUILD_DEPS" ]; then apt-get update && apt-get install -y --no-install-recommends $BUILD_DEPS; fi \
     && pip install ".${EXTRAS:+[$EXTRAS]}" \
     && if [ -n "$BUILD_DEPS" ]; then apt-get purge -y --auto-remove $BUILD_DEPS && rm -rf /var/lib/apt/lists/*; fi
+# numba compiles UMAP's kernels into its disk cache (in site-packages) once, at build time
+RUN python -c 'from analysis.clusters import compile_umap_kernels; compile_umap_kernels()'
 
 VOLUME ["/data"]
 EXPOSE 8000

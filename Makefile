@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: an unpinned resolve could pull a different multi-GB build
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	# numba compiles UMAP's kernels into its disk cache once here, not in a first analysis
+	$(BIN)/python -c 'from analysis.clusters import compile_umap_kernels; compile_umap_kernels()'
 	touch $@
 
 install: $(VENV)/.installed

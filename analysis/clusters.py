@@ -156,6 +156,14 @@ def umap_with_cached_kernels():
     return umap
 
 
+def compile_umap_kernels() -> None:
+    """One small reduction, so that numba compiles UMAP's kernels for float32 vectors into its disk
+    cache now (``make install`` and the image build call it: ~25 s once, pynndescent's kernels
+    included) rather than in a user's first ``analyze clusters`` or demo."""
+    x = np.random.default_rng(0).standard_normal((80, 16)).astype(np.float32)
+    reduce_vectors(x, dims=2, seed=0, fit_sample=len(x))
+
+
 def kmeans_labels(x: np.ndarray, *, k: int, seed: int, n_init: int = 4) -> np.ndarray:
     if len(x) > 20000:  # full k-means over 50k x 512 costs minutes for nothing the batches miss
         model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=4096)
