@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import free_port, stop_process
+from processes import free_port, run_or_dump, stop_process
 from sqlalchemy import select
 from test_service_fixtures import add_shop, image_bytes, make_settings
 from test_service_swap import TUWEN
@@ -86,7 +86,8 @@ def _encode(settings: Settings) -> None:
     if settings.database_url:
         env["TUWEN_DATABASE_URL"] = settings.database_url
     args = [TUWEN, "corpus", "encode", "shop", "--model", "tiny", "--precision", "fp32", "--workers", "0"]
-    subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
+    done = run_or_dump(args, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture
