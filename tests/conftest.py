@@ -31,7 +31,6 @@ LONGEST_FIRST = (
     "test_ray_index.py",
     "test_train_rerank.py",
     "test_outage.py",
-    "test_analysis_clusters.py",
     "test_replicas.py",
     "test_backends.py",
     "test_service_swap.py",
