@@ -158,8 +158,8 @@ def umap_with_cached_kernels():
 
 def compile_umap_kernels() -> None:
     """One small reduction, so that numba compiles UMAP's kernels for float32 vectors into its disk
-    cache now (``make install`` and the image build call it: ~25 s once, pynndescent's kernels
-    included) rather than in a user's first ``analyze clusters`` or demo."""
+    cache now (``make install`` and the image build call it: 18 s once on a 2-core Xeon,
+    pynndescent's kernels included) rather than in a user's first ``analyze clusters`` or demo."""
     x = np.random.default_rng(0).standard_normal((80, 16)).astype(np.float32)
     reduce_vectors(x, dims=2, seed=0, fit_sample=len(x))
 
