@@ -65,11 +65,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 300, *, log: Path | None = None) -> None:
+    """Wait for ``/readyz``; a server that exits first is reported with the end of ``log``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"tuwen serve exited with {proc.returncode}")
+            said = log.read_text(errors="replace").strip().splitlines()[-4:] if log and log.exists() else []
+            raise SystemExit(f"tuwen serve exited with {proc.returncode}:\n" + "\n".join(said))
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
@@ -133,27 +135,44 @@ def start_servers(
     home: Path, configs: dict, converted: Path | None
 ) -> dict[str, tuple[str, subprocess.Popen]]:
     """One ``tuwen serve`` per configuration on the same index, each in its own home (shared index)."""
+    if converted is not None:
+        converted.mkdir(parents=True, exist_ok=True)  # the first run converts into it
     servers = {}
-    for i, (name, extra) in enumerate(configs.items()):
-        server_home = home.parent / f"home-{i}"
-        server_home.mkdir()
-        (server_home / "index").symlink_to(home / "index")
-        if converted is not None:
-            (server_home / "converted").symlink_to(converted)
-        port = free_port()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUWEN_HOME": str(server_home), **extra}
-        tuwen = Path(sys.executable).with_name("tuwen")
-        proc = subprocess.Popen(
-            [str(tuwen), "serve", "--home", str(server_home), "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        servers[name] = (f"http://127.0.0.1:{port}", proc)
-    for base, proc in servers.values():
-        wait_ready(base, proc, timeout=900)
+    try:
+        for i, (name, extra) in enumerate(configs.items()):
+            server_home = home.parent / f"home-{i}"
+            server_home.mkdir()
+            (server_home / "index").symlink_to(home / "index")
+            if converted is not None:
+                (server_home / "converted").symlink_to(converted.resolve())
+            port = free_port()
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUWEN_HOME": str(server_home), **extra}
+            tuwen = Path(sys.executable).with_name("tuwen")
+            with (server_home / "serve.log").open("w") as log:  # its error, should it exit
+                proc = subprocess.Popen(
+                    [str(tuwen), "serve", "--home", str(server_home), "--port", str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            servers[name] = (f"http://127.0.0.1:{port}", proc)
+        for i, (base, proc) in enumerate(servers.values()):
+            wait_ready(base, proc, timeout=900, log=home.parent / f"home-{i}" / "serve.log")
+    except BaseException:  # one server failed: stop the others, which would outlive this process
+        stop_servers(servers)
+        raise
     return servers
+
+
+def stop_servers(servers: dict[str, tuple[str, subprocess.Popen]]) -> None:
+    for _base, proc in servers.values():
+        proc.terminate()
+    for _base, proc in servers.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def rss_mb(pid: int) -> str:
@@ -185,9 +204,7 @@ def main() -> None:
             rows, stats = run_phases(servers, args.requests, clients_list)
             rss = {name: rss_mb(proc.pid) for name, (_b, proc) in servers.items()}
         finally:
-            for _base, proc in servers.values():
-                proc.terminate()
-                proc.wait(timeout=30)
+            stop_servers(servers)
     encoder_rows, query_ceiling = in_process(make_captions(args.requests, seed=2), configs, args.converted)
     floor_ms = 1000 * query_ceiling.seconds
     for row in rows:  # p50 over the query ceiling, for one client (more clients queue on 2 cores)

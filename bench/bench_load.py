@@ -171,7 +171,7 @@ def main() -> None:
         stop = threading.Event()
         rec = Record()
         try:
-            wait_ready(base, proc, timeout=300)
+            wait_ready(base, proc, timeout=300, log=work / "serve.log")
             sampler = threading.Thread(target=sample_rss, args=(proc.pid, stop, rss), daemon=True)
             sampler.start()
             time.sleep(1.5)  # the start sample, before any load

@@ -6,9 +6,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.errors import TuwenError
 from common.vocabulary import Backend, EncodePrecision
 
 DEFAULT_HOME = Path("~/.tuwen")
@@ -72,5 +73,15 @@ class Settings(BaseSettings):
 
 
 def get_settings(home: str | Path | None = None) -> Settings:
-    """Settings from the environment; ``home`` (the CLI's ``--home``) overrides ``TUWEN_HOME``."""
-    return Settings(home=Path(home)) if home is not None else Settings()
+    """Settings from the environment; ``home`` (the CLI's ``--home``) overrides ``TUWEN_HOME``.
+
+    A bad value is the user's environment, not a bug: a ``TuwenError`` naming each variable."""
+    try:
+        return Settings(home=Path(home)) if home is not None else Settings()
+    except ValidationError as exc:
+        raise TuwenError("; ".join(_bad_variable(error) for error in exc.errors())) from None
+
+
+def _bad_variable(error: dict) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    return f"{Settings.model_config['env_prefix']}{field.upper()}={error.get('input')!r}: {error['msg']}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from analysis.cli import register as register_analysis
 from app.cli import register as register_service
-from common.errors import TuwenError
+from common.errors import TuwenError, describe_os_error
 from common.settings import get_settings
 from indexer.cli import register as register_indexer
 from training.cli import register as register_training
@@ -113,6 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tuwen {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk, a permission, a broken link: the environment, named
+        if args.verbose:
+            raise
+        print(
+            f"tuwen {args.command}: error: {describe_os_error(exc)} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:  # a bug, not bad input: say so briefly unless asked for detail
         if args.verbose:
             raise
