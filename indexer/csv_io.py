@@ -66,11 +66,33 @@ def read_csv(path: Path, *, required: list[str]) -> CsvTable:
             f"(header is {','.join(header)!r}, expected {','.join(required)})"
         )
     rows = []
+    lines: list[str] | None = None  # the file's physical lines, read once a record spans several
+    start = reader.line_num + 1  # the first line of the next record
     try:
         for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            rows.append((reader.line_num, dict(zip(header, values, strict=False))))
+            if reader.line_num > start:
+                lines = lines or io.StringIO(text, newline="").readlines()
+                _check_quoted_field(path, lines, start, reader.line_num)
+            start = reader.line_num + 1
+            if any(v.strip() for v in values):
+                rows.append((reader.line_num, dict(zip(header, values, strict=False))))
     except csv.Error as exc:
         raise TuwenError(f"{path}: line {reader.line_num}: {exc}") from exc
     return CsvTable(path, encoding, header, rows)
+
+
+def _check_quoted_field(path: Path, lines: list[str], first: int, last: int) -> None:
+    """A record over lines ``first``..``last`` (a caption with line breaks, quoted) must close
+    its quotes as CSV says. Python's lenient reader, which keeps a stray quote inside one line as
+    text, would otherwise read every line after a quote left open into that one field, up to the
+    next quote or the end of the file: rows lost without a word."""
+    try:
+        for _ in csv.reader(lines[first - 1 : last], strict=True):
+            pass
+    except csv.Error as exc:
+        swallowed = f"line {last}" if last == first + 1 else f"lines {first + 1}-{last}"
+        raise TuwenError(
+            f"{path}: line {first}: a quoted field here does not close as CSV requires ({exc}), "
+            f"so {swallowed} would be read into this row; close the quote "
+            '(a quote inside a quoted field is written twice: "")'
+        ) from None
