@@ -74,11 +74,25 @@ def read_csv(path: Path, *, required: list[str]) -> CsvTable:
                 lines = lines or io.StringIO(text, newline="").readlines()
                 _check_quoted_field(path, lines, start, reader.line_num)
             start = reader.line_num + 1
+            _check_field_count(path, reader.line_num, header, values)
             if any(v.strip() for v in values):
                 rows.append((reader.line_num, dict(zip(header, values, strict=False))))
     except csv.Error as exc:
         raise TuwenError(f"{path}: line {reader.line_num}: {exc}") from exc
     return CsvTable(path, encoding, header, rows)
+
+
+def _check_field_count(path: Path, line: int, header: list[str], values: list[str]) -> None:
+    """More values than the header has columns would be dropped: a caption with an unquoted comma
+    cut at the comma. Empty ones past the end (a trailing comma on every row) are fine."""
+    extra = values[len(header) :]
+    if any(v.strip() for v in extra):
+        raise TuwenError(
+            f"{path}: line {line}: {len(values)} values where the header has {len(header)} "
+            f"({','.join(header)}), so {header[-1]} would be cut to {values[len(header) - 1]!r} "
+            f"from {','.join(values[len(header) - 1 :])!r}; a value holding a comma must be in quotes"
+            ' ("红色,条纹")'
+        )
 
 
 def _check_quoted_field(path: Path, lines: list[str], first: int, last: int) -> None:

@@ -1,5 +1,5 @@
 """CSV reading: encodings detected, quoted multi-line captions kept, bad headers named, and a quote
-left open never swallows the rows after it."""
+left open never swallows the rows after it, nor an unquoted comma cuts a caption."""
 
 from __future__ import annotations
 
@@ -74,3 +74,21 @@ def test_quotes_that_lose_no_row_are_read_as_before(tmp_path):
         (5, "W3", "一件衬衫，\n第二行"),
         (6, "W4", "last open\n"),
     ]
+
+
+def test_an_unquoted_comma_is_named_instead_of_cutting_the_caption(tmp_path):
+    path = tmp_path / "word_test.csv"
+    path.write_text("text_id,caption\nW1,红色,条纹连衣裙\nW2,蓝色衬衫\n", encoding="utf-8")
+    with pytest.raises(TuwenError) as raised:
+        read_csv(path, required=["text_id", "caption"])
+    assert str(raised.value) == (
+        f"{path}: line 2: 3 values where the header has 2 (text_id,caption), so caption would be cut "
+        "to '红色' from '红色,条纹连衣裙'; a value holding a comma must be in quotes (\"红色,条纹\")"
+    )
+
+
+def test_empty_values_past_the_header_are_a_trailing_comma_not_an_error(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("text_id,caption\nW1,红色,\nW2,蓝色,,\n", encoding="utf-8")
+    table = read_csv(path, required=["text_id", "caption"])
+    assert [r["caption"] for _, r in table.rows] == ["红色", "蓝色"]
