@@ -195,6 +195,13 @@ def test_missing_query_is_422(client):
     assert "q" in _detail(r)
 
 
+def test_a_query_that_is_not_utf8_is_422_not_a_search_for_garbage(client):
+    assert client.get("/api/search/text?q=%E7%BA%A2%E8%89%B2").status_code == 200  # 红色 in UTF-8
+    r = client.get("/api/search/text?q=%BA%EC%C9%AB")  # 红色 in GBK
+    assert r.status_code == 422
+    assert "not UTF-8" in _detail(r)
+
+
 def test_too_long_query_is_422(client, built_settings):
     limit = built_settings.max_query_chars
     assert client.get("/api/search/text", params={"q": "猫" * limit, "k": 1}).status_code == 200

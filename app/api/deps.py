@@ -132,6 +132,12 @@ def check_query(q: str, settings: Settings) -> str:
     query = q.strip()
     if not query:
         raise HTTPException(status_code=422, detail="the query is empty: type some Chinese text")
+    if "\ufffd" in query:  # what the URL decoder makes of bytes that are not UTF-8 (a GBK client)
+        raise HTTPException(
+            status_code=422,
+            detail="the query is not UTF-8 text (bytes that decode to nothing, shown as U+FFFD): "
+            "send it as UTF-8, percent-encoded (红色 is %E7%BA%A2%E8%89%B2; in GBK it would be %BA%EC%C9%AB)",
+        )
     if len(query) > settings.max_query_chars:
         raise HTTPException(
             status_code=422,
