@@ -11,6 +11,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # 10k x 10k: above any camera photo; decoding it costs 300 MB at most
@@ -69,7 +70,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode.startswith("I") or img.mode == "F":
+        return _wide_grey_to_rgb(img)
     return img.convert("RGB")
+
+
+def _wide_grey_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float greyscale (scans, depth maps, TIFFs): Pillow's
+    ``convert("RGB")`` clips them at 255, so a 16-bit PNG came out white. Scaled to 8 bits instead:
+    16-bit data (mode ``I;16``, or any value over 255) by 1/257, floats of 0..1 by 255, anything
+    else clipped as it is."""
+    values = np.asarray(img, dtype=np.float32)
+    peak = float(values.max()) if values.size else 0.0
+    if img.mode.startswith("I;16") or 255 < peak <= 65535:
+        values = values / 257.0
+    elif img.mode == "F" and peak <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
 
 
 def sniff_format(path: str | Path) -> str | None:

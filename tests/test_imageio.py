@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -81,3 +82,29 @@ def test_decompression_bomb_is_refused_before_decoding(size):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageDecodeError, match="not found"):
         open_image(tmp_path / "nope.jpg")
+
+
+def _encoded(img: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("values", "fmt", "expected"),
+    [
+        # a 16-bit greyscale PNG (opens as I;16): 0..65535 onto 0..255, not clipped to white
+        (np.array([[0, 257, 32896, 65535]], dtype=np.uint16), "PNG", [0, 1, 128, 255]),
+        # a 32-bit integer TIFF holding 16-bit data
+        (np.array([[0, 514, 40000, 65535]], dtype=np.int32), "TIFF", [0, 2, 156, 255]),
+        # a 32-bit integer TIFF holding 8-bit data: kept as it is
+        (np.array([[0, 7, 128, 255]], dtype=np.int32), "TIFF", [0, 7, 128, 255]),
+        # a float TIFF of 0..1
+        (np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32), "TIFF", [0, 64, 128, 255]),
+    ],
+)
+def test_wide_greyscale_is_scaled_to_8_bits_not_clipped(values, fmt, expected):
+    decoded = open_image(_encoded(Image.fromarray(values), fmt))
+    assert decoded.mode == "RGB"
+    assert np.asarray(decoded)[0, :, 0].tolist() == expected
+    assert np.ptp(np.asarray(decoded), axis=2).max() == 0  # grey stays grey
