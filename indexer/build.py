@@ -26,6 +26,7 @@ from indexer.encode.ray_runner import runner_for
 from indexer.encode.reader import EncodeSet, bank_sets, competition_sets
 from indexer.encode.runner import Runner, build_generation
 from indexer.encode.writer import GenerationWriter
+from indexer.faiss_factory import check_factory
 from indexer.query_bank import BANK_OF_CANDIDATES, write_set_bank
 from indexer.vector_cache import VectorCache
 
@@ -53,6 +54,9 @@ def index_corpus(
     say = echo or log.info
     sets = competition_sets(settings, say)
     mapper = EncodeMapper.for_sets(sets, settings=settings, options=options)  # int8: calibrated on these
+    if index_factory is not None:
+        smallest = min(len(s.rows) for s in sets if s.searchable)
+        check_factory(index_factory, dim=mapper.encoder.loaded.embed_dim, vectors=smallest)
     columns = {s.name: set_columns(s) for s in sets if s.searchable}  # the server reads no store
     banks = bank_sets(settings, size=options.bank_size)
     if banks:

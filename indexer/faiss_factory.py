@@ -32,6 +32,8 @@ import os
 import faiss
 import numpy as np
 
+from common.errors import TuwenError
+
 log = logging.getLogger(__name__)
 EXACT_LIMIT = 20_000  # below this, exact search is already fast enough
 TARGET_RECALL = 0.97  # tuned on corpus points; held-out queries come out a little lower
@@ -76,6 +78,26 @@ def choose_factory(n: int, dim: int, *, max_memory: int | None = None) -> str:
     else:  # 8 bytes per 32 dims: 1/16 of float vectors, for corpora far beyond this machine's RAM
         storage = f"PQ{max(dim // 32, 1)}"
     return f"IVF{lists}_HNSW32,{storage}"
+
+
+def check_factory(factory: str, *, dim: int, vectors: int) -> None:
+    """Refuse, before anything is encoded, a factory string FAISS cannot build for ``dim``-d
+    vectors, or an inverted file with more lists than the smallest set to index has ``vectors``
+    (k-means needs a point per list): found only at the end, it cost the whole encoding."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+        raise TuwenError(
+            f"--index-factory {factory!r}: FAISS cannot build it for {dim}-d vectors ({reason}); "
+            "for example Flat, HNSW32 or IVF1024_HNSW32,Flat"
+        ) from None
+    ivf = _ivf(index)
+    if ivf is not None and vectors < ivf.nlist:
+        raise TuwenError(
+            f"--index-factory {factory!r}: {ivf.nlist:,} lists need at least as many vectors to "
+            f"train, and the smallest set to index has {vectors:,}"
+        )
 
 
 def build_index(vectors: np.ndarray, *, factory: str | None = None) -> tuple[faiss.Index, str]:

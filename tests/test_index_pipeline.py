@@ -281,3 +281,28 @@ def test_mapper_is_rebuilt_from_its_plain_arguments(one_thread):
     s = EncodeSet("texts", "text", rows, searchable=False)
     (a, errors), (b, _) = mapper.encode(s), again.encode(s)
     assert errors == ["", ""] and a.dtype == np.float32 and a.shape[0] == 2 and np.allclose(a, b)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("Garbage", r"FAISS cannot build it for 128-d vectors \(could not parse index string Garbage\)"),
+        ("IVF16,PQ7", r"FAISS cannot build it for 128-d vectors \(.*multiple of the number of subquantizers"),
+        ("IVF4096,Flat", r"4,096 lists need at least as many vectors to train, and the smallest set"),
+    ],
+)
+def test_an_index_factory_faiss_cannot_build_is_refused_before_any_encoding(ingested, factory, message):
+    ran: list[str] = []
+    index_dir = ingested.index_dir
+    before = sorted(p.name for p in index_dir.iterdir()) if index_dir.exists() else []
+    with pytest.raises(TuwenError, match=rf"--index-factory '{factory}': {message}"):
+        index_corpus(
+            settings=ingested,
+            model="tiny",
+            index_factory=factory,
+            workers=0,
+            progress=False,
+            runner=lambda sets, *_: ran.extend(s.name for s in sets),
+        )
+    assert ran == []  # refused before the runner encoded anything
+    assert (sorted(p.name for p in index_dir.iterdir()) if index_dir.exists() else []) == before
