@@ -11,6 +11,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from common.errors import TuwenError
+
 MAX_WORKERS = 4
 # Concurrent forward passes of a bulk encoding job on CPU (``encode_streams``): one per core, at most
 # this many, so that each still gets a few images of a 16-image batch.
@@ -34,6 +36,8 @@ def decode_workers(requested: int | None = None) -> int:
     16.2-16.6 s with one worker; bench/RESULTS.md, issue 22).
     """
     if requested is not None:
+        if requested < 0:  # every command's --workers reaches here
+            raise TuwenError(f"--workers must be 0 (decode in this process) or more, not {requested}")
         return requested
     cores = available_cores()
     return 0 if cores <= 2 else min(MAX_WORKERS, cores - 1)

@@ -183,6 +183,10 @@ def export_results(
     """Write every result file the live index (or the ``ensemble``'s generations) has data for
     into ``out``, re-ranked by ``rerank_method``."""
     rerank.parse_methods(rerank_method)  # unknown names fail before any work
+    if rerank_method == "qb-norm" and bank_size < 1:
+        raise TuwenError(
+            f"--bank-size must be at least 1 for qb-norm (its bank of training queries), not {bank_size}"
+        )
     gens = load_ensemble(settings.index_dir, ensemble)
     loaded, written = gens[0], []
     for task in TASKS.values():

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from common.errors import TuwenError
 from common.settings import Settings
 from indexer.encode.mapper import EncodeMapper
 from indexer.encode.options import EncodeOptions, add_encode_options
@@ -40,6 +41,21 @@ def test_every_flag_is_read_back():
 def test_the_model_is_required():
     with pytest.raises(SystemExit):
         _parser().parse_args([])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+        (["--bank-size", "-3"], r"--bank-size must be 0 \(no query bank\) or more, not -3"),
+    ],
+)
+def test_numbers_no_encoding_can_use_are_refused_naming_the_flag(flags, message):
+    args = _parser().parse_args(["--model", "tiny", *flags])
+    with pytest.raises(TuwenError, match=message):
+        EncodeOptions.from_args(args)
+    with pytest.raises(TuwenError, match=message):  # the Python API's keywords too
+        EncodeOptions.of(EncodeOptions(model="tiny"), **{flags[0][2:].replace("-", "_"): int(flags[1])})
 
 
 def test_keyword_arguments_replace_fields():

@@ -101,3 +101,11 @@ def test_an_ensemble_refuses_generations_whose_sets_differ(settings, tmp_path):
         export_results(settings=settings, out=tmp_path, ensemble=["gen-missing"])
     with pytest.raises(TuwenError, match="unknown re-ranking"):
         export_results(settings=settings, out=tmp_path, rerank_method="magic")
+
+
+@pytest.mark.parametrize("bank_size", [0, -5])
+def test_qb_norm_with_no_bank_size_names_the_flag(settings, tmp_path, bank_size):
+    _publish(settings, 1)
+    with pytest.raises(TuwenError, match=f"--bank-size must be at least 1 for qb-norm .*, not {bank_size}"):
+        export_results(settings=settings, out=tmp_path, rerank_method="qb-norm", bank_size=bank_size)
+    assert not list(tmp_path.glob("*.csv"))

@@ -112,3 +112,11 @@ def test_small_machines_decode_between_batches(monkeypatch, cores, workers):
     monkeypatch.setattr(runtime, "available_cores", lambda: cores)
     assert runtime.decode_workers() == workers
     assert runtime.decode_workers(1) == 1  # asked for: as asked
+
+
+def test_a_negative_worker_count_is_refused_naming_the_flag():
+    import common.runtime as runtime
+    from common.errors import TuwenError
+
+    with pytest.raises(TuwenError, match=r"--workers must be 0 \(decode in this process\) or more, not -1"):
+        runtime.decode_workers(-1)

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import TuwenError
 from common.vocabulary import BACKENDS, ENCODE_PRECISIONS
 
 DEFAULT_BATCH = 64  # per tower call; the mapper's default too
@@ -69,6 +70,13 @@ class EncodeOptions:
         ),
     )
     progress: bool = True  # progress bars on stderr (not a flag: commands show them)
+
+    def __post_init__(self) -> None:
+        """Numbers no encoding can use are refused here, before a model loads, naming the flag."""
+        if self.batch_size < 1:
+            raise TuwenError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.bank_size < 0:
+            raise TuwenError(f"--bank-size must be 0 (no query bank) or more, not {self.bank_size}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EncodeOptions:
