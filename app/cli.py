@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
+import socket
 import sys
 
 from common.backend import BACKENDS, ENCODE_PRECISIONS
+from common.errors import TuwenError
 from common.settings import Settings
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -19,7 +22,7 @@ def register(sub, *, common) -> None:
     p = sub.add_parser("serve", help="serve the search page and REST API (uvicorn, one process)")
     common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -49,10 +52,34 @@ def serve(*, settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> N
     from app.main import check_settings, create_app
 
     check_settings(settings)
+    check_can_listen(host, port)
     cap_malloc_arenas()
     state = ServiceState.open(settings)  # TuwenError here is printed by the CLI as one line
     app = create_app(settings, state=state)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.strip().isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return port
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go, before the model loads: uvicorn binds only after,
+    so a port in use or an address this machine does not have failed after seconds of loading, as
+    an uvicorn log line. (Another process may still take the port in between; uvicorn says so.)"""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise TuwenError(f"--host {host!r}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds its own
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise TuwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
