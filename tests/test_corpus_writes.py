@@ -84,6 +84,35 @@ def test_put_is_searchable_at_once_replace_and_delete_too(shop):
         assert all(s.delta is None or not s.delta.columns.ids for s in served.searches.values())
 
 
+def test_a_json_put_is_an_item_without_an_image(shop):
+    url = "/api/corpora/shop/items/j1"
+    attributes = {"category": "伞", "stock": 2}
+    body = {"caption": "一把墨绿色的折叠伞", "time": "2024-06-01", "attributes": attributes}
+    with TestClient(create_app(shop)) as client:
+        r = client.put(url, json=body, headers=KEY)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "new" and r.json()["searchable"]
+        assert _ids(client, "一把墨绿色的折叠伞")[0] == "j1"
+        assert _ids(client, "一把墨绿色的折叠伞", where={"category": "伞"}) == ["j1"]
+        item = client.get(url).json()
+        assert (item["caption"], item["attributes"]["stock"]) == (body["caption"], 2)
+        assert item["time"].startswith("2024-06-01")
+        for bad, field in [
+            ({"caption": 5}, "caption"),
+            ({"caption": "x", "image": "/etc/passwd"}, "image"),
+            ({"caption": "x", "colour": "red"}, "colour"),
+            ({"caption": "x", "attributes": [1]}, "attributes"),
+            ({"caption": "x", "time": True}, "time"),
+            (["caption"], "body"),
+        ]:
+            r = client.put("/api/corpora/shop/items/j2", json=bad, headers=KEY)
+            assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}:"), (bad, r.text)
+        as_json = KEY | {"content-type": "application/json"}
+        r = client.put("/api/corpora/shop/items/j2", content=b"{", headers=as_json)
+        assert r.status_code == 422 and r.json()["detail"].startswith("body: not valid JSON")
+    assert "j2" not in {i.item_id for i in load_items(settings=shop, name="shop")}
+
+
 def test_bad_puts_are_refused_and_store_nothing(shop, tmp_path):
     with TestClient(create_app(shop)) as client:
         assert _put(client, "x", caption="无钥匙", headers={}).status_code == 401
