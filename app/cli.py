@@ -69,17 +69,21 @@ def _port(text: str) -> int:
 def check_can_listen(host: str, port: int) -> None:
     """Bind ``host:port`` once and let it go, before the model loads: uvicorn binds only after,
     so a port in use or an address this machine does not have failed after seconds of loading, as
-    an uvicorn log line. (Another process may still take the port in between; uvicorn says so.)"""
+    an uvicorn log line. Every address the host resolves to is bound as asyncio's ``create_server``
+    (uvicorn's) binds them. (Another process may still take the port in between; uvicorn says so.)"""
     try:
-        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise TuwenError(f"--host {host!r}: {exc.strerror}") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds its own
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise TuwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _name, address in dict.fromkeys(addresses):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise TuwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
