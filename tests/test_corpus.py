@@ -226,6 +226,16 @@ BAD_FILES = {
         '{"caption": "一"}\n{"caption": "二",\n{"caption": "三"}\n',
         r"b\.jsonl:2: not valid JSON",
     ),
+    "repeated-key": (
+        "k.jsonl",
+        '{"caption": "一"}\n{"caption": "二", "caption": "三"}\n',
+        r"k\.jsonl:2: key 'caption' appears twice in one object \(values '二' and '三'\)",
+    ),
+    "repeated-key-in-array": (
+        "k.json",
+        '[{"id": "a", "caption": "一", "id": "b"}]',
+        r"k\.json: key 'id' appears twice in one object",
+    ),
     "garbage-encoding": (
         "g.csv",
         random.Random(0).randbytes(400),
