@@ -110,6 +110,9 @@ def test_a_json_put_is_an_item_without_an_image(shop):
         as_json = KEY | {"content-type": "application/json"}
         r = client.put("/api/corpora/shop/items/j2", content=b"{", headers=as_json)
         assert r.status_code == 422 and r.json()["detail"].startswith("body: not valid JSON")
+        twice = '{"caption": "一", "caption": "二"}'.encode()
+        r = client.put("/api/corpora/shop/items/j2", content=twice, headers=as_json)
+        assert r.status_code == 422 and r.json()["detail"].startswith("body: key 'caption' appears twice")
     assert "j2" not in {i.item_id for i in load_items(settings=shop, name="shop")}
 
 

@@ -124,10 +124,10 @@ def _read_raw(path: Path) -> tuple[str, str, list[RawRow]]:
 
 def _json_array(path: Path, text: str) -> list[RawRow]:
     try:
-        items = json.loads(text, object_pairs_hook=_object)
+        items = json.loads(text, object_pairs_hook=unique_object)
     except json.JSONDecodeError as exc:
         raise TuwenError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-    except _RepeatedKey as exc:
+    except RepeatedKey as exc:
         raise TuwenError(f"{path}: {exc}") from None
     if not isinstance(items, list):
         raise TuwenError(f"{path}: expected a JSON array of objects")
@@ -147,10 +147,10 @@ def _json_lines(path: Path, text: str) -> list[RawRow]:
             continue
         where = f"{path}:{line_no}"
         try:
-            item = json.loads(line, object_pairs_hook=_object)
+            item = json.loads(line, object_pairs_hook=unique_object)
         except json.JSONDecodeError as exc:
             raise TuwenError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-        except _RepeatedKey as exc:
+        except RepeatedKey as exc:
             raise TuwenError(f"{where}: {exc}") from None
         if not isinstance(item, dict):
             raise TuwenError(f"{where}: expected a JSON object, got {_json_type(item)}")
@@ -158,18 +158,18 @@ def _json_lines(path: Path, text: str) -> list[RawRow]:
     return rows
 
 
-class _RepeatedKey(ValueError):
-    pass
+class RepeatedKey(ValueError):
+    """A key given twice in one JSON object (``unique_object``)."""
 
 
-def _object(pairs: list[tuple[str, object]]) -> dict:
+def unique_object(pairs: list[tuple[str, object]]) -> dict:
     """A JSON object whose keys are unique: Python's ``json`` keeps the last of a repeated key,
     dropping the other value without a word."""
     found: dict = {}
     for key, value in pairs:
         if key in found:
             values = f"values {found[key]!r} and {value!r}"
-            raise _RepeatedKey(f"key {key!r} appears twice in one object ({values})")
+            raise RepeatedKey(f"key {key!r} appears twice in one object ({values})")
         found[key] = value
     return found
 

@@ -18,6 +18,7 @@ from app.core import corpus_writes
 from app.core.corpus_writes import PutRequest, WriteError
 from app.core.uploads import read_upload
 from app.schemas import ErrorOut, SearchInputError
+from indexer.corpus.read import RepeatedKey, unique_object
 
 router = APIRouter(
     prefix="/api/corpora",
@@ -72,7 +73,9 @@ async def delete_item(name: str, item_id: str, state: StateDep) -> dict:
 def _json_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
     """(caption, time, attributes as JSON text) of a JSON body, as the form fields would give them."""
     try:
-        fields = json.loads(body)
+        fields = json.loads(body, object_pairs_hook=unique_object)
+    except RepeatedKey as exc:
+        raise HTTPException(status_code=422, detail=f"body: {exc}") from None
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=f"body: not valid JSON ({exc})") from None
     if not isinstance(fields, dict):
