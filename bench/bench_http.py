@@ -137,7 +137,7 @@ def start_servers(
     """One ``tuwen serve`` per configuration on the same index, each in its own home (shared index)."""
     if converted is not None:
         converted.mkdir(parents=True, exist_ok=True)  # the first run converts into it
-    servers = {}
+    servers, logs = {}, []
     try:
         for i, (name, extra) in enumerate(configs.items()):
             server_home = home.parent / f"home-{i}"
@@ -148,7 +148,8 @@ def start_servers(
             port = free_port()
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUWEN_HOME": str(server_home), **extra}
             tuwen = Path(sys.executable).with_name("tuwen")
-            with (server_home / "serve.log").open("w") as log:  # its error, should it exit
+            logs.append(server_home / "serve.log")  # its error, should it exit
+            with logs[-1].open("w") as log:
                 proc = subprocess.Popen(
                     [str(tuwen), "serve", "--home", str(server_home), "--port", str(port)],
                     cwd=ROOT,
@@ -157,8 +158,8 @@ def start_servers(
                     stderr=log,
                 )
             servers[name] = (f"http://127.0.0.1:{port}", proc)
-        for i, (base, proc) in enumerate(servers.values()):
-            wait_ready(base, proc, timeout=900, log=home.parent / f"home-{i}" / "serve.log")
+        for (base, proc), log in zip(servers.values(), logs, strict=True):
+            wait_ready(base, proc, timeout=900, log=log)
     except BaseException:  # one server failed: stop the others, which would outlive this process
         stop_servers(servers)
         raise
